@@ -1,0 +1,1 @@
+"""Datasets for pipeflow (installed as pipeflow.datasets); filled in by later work."""

@@ -1,0 +1,1 @@
+"""Models for pipeflow (installed as pipeflow.models); filled in by later work."""

@@ -1,0 +1,167 @@
+"""The backward engine: runs the graph's nodes in dependency order, summing gradients."""
+import weakref
+
+from .function import Node, RemovableHandle
+from .grad_mode import state
+
+
+class AccumulateGrad(Node):
+    """The node of a leaf tensor: adds the incoming gradient into ``leaf.grad``."""
+
+    def __init__(self, leaf):
+        self.variable = leaf
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def accumulate(self, grad):
+        leaf = self.variable
+        if grad.shape != leaf.shape:
+            raise RuntimeError(f"gradient of shape {list(grad.shape)} does not match the leaf "
+                               f"tensor's shape {list(leaf.shape)}")
+        if leaf.grad is None:
+            if not state.enabled:  # own the memory, so an in-place update of .grad aliases nothing
+                data = grad._data
+                if data.base is not None or not data.flags.c_contiguous:
+                    grad = grad.__class__._wrap(data.copy())
+                elif grad._rg:
+                    grad = grad.detach()
+            leaf.grad = grad
+        else:
+            leaf.grad = leaf.grad + grad
+
+
+def accumulator_of(leaf):
+    """The leaf's AccumulateGrad, shared by every graph that uses it (held weakly)."""
+    node = leaf._accum_ref() if leaf._accum_ref is not None else None
+    if node is None:
+        node = AccumulateGrad(leaf)
+        leaf._accum_ref = weakref.ref(node)
+    return node
+
+
+def register_hook(tensor, fn):
+    if tensor.grad_fn is None:
+        if tensor._hooks is None:
+            tensor._hooks = []
+        tensor._hooks.append(fn)
+        return RemovableHandle(tensor._hooks, fn)
+    return tensor.grad_fn.add_pre_hook(tensor._output_nr, fn)
+
+
+def _graph(roots):
+    """Number of incoming edges of every node reachable from `roots`."""
+    deps, stack, seen = {}, list(roots), set(roots)
+    while stack:
+        for child, _ in stack.pop().next_functions:
+            if child is not None:
+                deps[child] = deps.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+    return deps
+
+
+def _needed(roots, deps, targets):
+    """Nodes from which some target is reachable: the only ones autograd.grad must run."""
+    deps, order, ready = dict(deps), [], [n for n in roots if n not in deps]
+    while ready:  # a topological order, parents before children
+        node = ready.pop()
+        order.append(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                deps[child] -= 1
+                if not deps[child]:
+                    ready.append(child)
+    needed = set(targets)
+    for node in reversed(order):
+        if any(c in needed for c, _ in node.next_functions):
+            needed.add(node)
+    return needed
+
+
+def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_unused=False):
+    """Back-propagate `grads` from `tensors`. Without `inputs`, leaves' ``.grad`` are
+    accumulated; with `inputs`, their gradients are returned instead (autograd.grad)."""
+    buffers = {}
+    for t, g in zip(tensors, grads):
+        node, nr = t._grad_edge()
+        buf = buffers.setdefault(node, [None] * node._n_outputs)
+        buf[nr] = g if buf[nr] is None else buf[nr] + g
+    roots = list(buffers)
+    deps = _graph(roots)
+    captures = None
+    if inputs is not None:
+        captures = {}
+        for i, t in enumerate(inputs):
+            if not t._rg:
+                raise RuntimeError(f"input {i} of autograd.grad does not require grad")
+            captures.setdefault(t._grad_edge(), []).append(i)
+        needed = _needed(roots, deps, {node for node, _ in captures})
+        results = [None] * len(inputs)
+
+    ready = [n for n in roots if n not in deps]
+    prev, state.enabled = state.enabled, create_graph
+    try:
+        while ready:
+            node = ready.pop()
+            grads_out = buffers.pop(node, None)
+            if grads_out is not None and node._pre_hooks:
+                for nr, hooks in node._pre_hooks.items():
+                    for hook in hooks:
+                        if grads_out[nr] is not None:
+                            new = hook(grads_out[nr])
+                            grads_out[nr] = grads_out[nr] if new is None else new
+            if captures is not None:
+                for nr in range(node._n_outputs):
+                    for i in captures.get((node, nr), ()):
+                        results[i] = grads_out[nr] if grads_out is not None else None
+                if node not in needed or node.__class__ is AccumulateGrad:
+                    continue
+            if node.__class__ is AccumulateGrad:
+                if grads_out is not None:
+                    g = grads_out[0]
+                    for hook in node.variable._hooks or ():
+                        new = hook(g)
+                        g = g if new is None else new
+                    node.accumulate(g)
+                continue
+            grads_in = _call_backward(node, grads_out) if grads_out is not None else None
+            if not retain_graph and node._saved:
+                node._saved = None
+            for i, (child, nr) in enumerate(node.next_functions):
+                if child is None:
+                    continue
+                g = grads_in[i] if grads_in is not None else None
+                if g is not None:
+                    buf = buffers.get(child)
+                    if buf is None:
+                        buf = buffers[child] = [None] * child._n_outputs
+                    buf[nr] = g if buf[nr] is None else buf[nr] + g
+                left = deps[child] - 1
+                deps[child] = left
+                if not left:
+                    ready.append(child)
+    finally:
+        state.enabled = prev
+    if captures is not None:
+        for i, r in enumerate(results):
+            if r is None and not allow_unused:
+                raise RuntimeError(f"input {i} of autograd.grad was not used in the graph; "
+                                   "pass allow_unused=True if this is intended")
+        return tuple(results)
+
+
+def _call_backward(node, grads_out):
+    if node._n_outputs > 1 and node._materialize and any(g is None for g in grads_out):
+        ref = next(g for g in grads_out if g is not None)  # zeros go to the same device
+        grads_out = [g if g is not None else ref.new_zeros(shape, dtype=dtype)
+                     for g, (shape, dtype) in zip(grads_out, node._out_meta)]
+    grads_in = node.backward(node, *grads_out)
+    if not isinstance(grads_in, tuple):
+        grads_in = (grads_in,)
+    n_in = len(node.next_functions)
+    if len(grads_in) < n_in or (len(grads_in) > n_in and any(g is not None for g in grads_in[n_in:])):
+        raise RuntimeError(f"function {node.name()} returned an incorrect number of gradients "
+                           f"(expected {n_in}, got {len(grads_in)})")
+    return grads_in

@@ -1,0 +1,159 @@
+"""Function: the one mechanism behind every differentiable op, built-in or user-defined.
+
+``MyFn.apply(*args)`` runs ``MyFn.forward(ctx, *args)`` with recording off; when an input
+requires grad, ``ctx`` (an instance of MyFn) becomes the output's ``grad_fn``: a node of the
+backward graph that remembers its inputs' nodes (``next_functions``) and the tensors it saved.
+"""
+import weakref
+
+from .grad_mode import state
+
+Tensor = None  # set by pipeflow.tensor (import cycle: a Tensor's ops are Functions)
+
+
+class SavedOutput:
+    """A saved tensor that is an output of the node saving it. Keeping the Tensor itself
+    would make a reference cycle (output -> grad_fn -> output); it is rebuilt on unpack."""
+
+    __slots__ = ("data", "vc", "nr")
+
+    def __init__(self, tensor, nr):
+        self.data, self.vc, self.nr = tensor._data, tensor._shared_version(), nr
+
+
+class RemovableHandle:
+    def __init__(self, hooks, fn):
+        self._hooks, self._fn = weakref.ref(hooks), fn
+
+    def remove(self):
+        hooks = self._hooks()
+        if hooks is not None and self._fn in hooks:
+            hooks.remove(self._fn)
+
+
+class Node:
+    """What the backward engine needs of a graph node."""
+
+    next_functions = ()
+    _saved = ()
+    _n_outputs = 1
+    _pre_hooks = None  # {output_nr: [hook]}: hooks of non-leaf tensors
+
+    def name(self):
+        return type(self).__name__
+
+    def add_pre_hook(self, nr, fn):
+        if self._pre_hooks is None:
+            self._pre_hooks = {}
+        hooks = self._pre_hooks.setdefault(nr, [])
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
+
+class Function(Node):
+    """Subclass with static ``forward(ctx, *args)`` and ``backward(ctx, *grads)``; call ``apply``.
+
+    backward returns one gradient (or None) per forward argument. Gradients reaching
+    backward are Tensors; with ``create_graph=True`` backward itself is recorded, so writing
+    it with differentiable ops gives double backward for free."""
+
+    is_view = False  # the output shares storage with input 0 (reshape, transpose, ...)
+    _materialize = True
+    _to_save = ()
+    _non_diff = ()
+
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError("a Function subclass must define forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError(f"{ctx.name()} does not define backward(ctx, *grads)")
+
+    def name(self):
+        return type(self).__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    # --- ctx API used inside forward/backward -------------------------------------------
+    def save_for_backward(self, *tensors):
+        self._to_save = tensors
+
+    def mark_non_differentiable(self, *tensors):
+        self._non_diff = tensors
+
+    def set_materialize_grads(self, value):
+        self._materialize = value
+
+    @property
+    def saved_tensors(self):
+        saved = self._saved
+        if saved is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved "
+                "tensors after they have already been freed). Saved intermediate values of the "
+                "graph are freed when you call .backward() or autograd.grad(). Specify "
+                "retain_graph=True if you need to backward through the graph a second time or if "
+                "you need to access saved tensors after calling backward.")
+        out = []
+        for entry, version in saved:
+            if entry.__class__ is SavedOutput:
+                t = Tensor._wrap(entry.data)
+                t._vc, t.grad_fn, t._output_nr, t._rg = entry.vc, self, entry.nr, True
+            else:
+                t = entry
+            if version is not None and t._version != version:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: [{t.type()} {list(t.shape)}], which is saved by "
+                    f"{self.name()}, is at version {t._version}; expected version {version} "
+                    "instead.")
+            out.append(t)
+        return tuple(out)
+
+    # --- building the graph ----------------------------------------------------------------
+    @classmethod
+    def apply(cls, *args):
+        ctx = cls.__new__(cls)
+        enabled = state.enabled
+        needs = tuple([isinstance(a, Tensor) and a._rg for a in args]) if enabled else ()
+        state.enabled = False
+        try:
+            out = cls.forward(ctx, *args)
+        finally:
+            state.enabled = enabled
+        if True not in needs:
+            return out
+        ctx.needs_input_grad = needs
+        ctx.next_functions = tuple([a._grad_edge() if n else (None, 0) for a, n in zip(args, needs)])
+        outs = out if isinstance(out, tuple) else (out,)
+        if len(outs) > 1:
+            ctx._n_outputs = len(outs)
+            ctx._out_meta = [(o._data.shape, o._data.dtype) for o in outs]
+        for nr, o in enumerate(outs):
+            if any(o is a for a in args):  # forward returned an input: the output gets its own Tensor
+                o = Tensor._wrap(o._data)
+                outs = outs[:nr] + (o,) + outs[nr + 1:]
+            if o._data.dtype.kind == "f" and not any(o is n for n in ctx._non_diff):
+                o.grad_fn, o._output_nr, o._rg = ctx, nr, True
+        if cls.is_view:
+            outs[0]._vc = args[0]._shared_version()
+        if ctx._to_save:
+            ctx._saved = tuple([cls._save_entry(t, outs) for t in ctx._to_save])
+        ctx._to_save = ()
+        return outs if isinstance(out, tuple) else outs[0]
+
+    @staticmethod
+    def _save_entry(t, outs):
+        if not isinstance(t, Tensor):  # None or a Python value saved alongside the tensors
+            return (t, None)
+        for nr, o in enumerate(outs):
+            if t is o:
+                return (SavedOutput(o, nr), o._version)
+        return (t, t._version)
+
+
+def once_differentiable(fn):
+    """Marks a backward that is not itself differentiable (kept for PyTorch code)."""
+    return fn

@@ -1,0 +1,83 @@
+"""Numerical gradient checks: analytic (backward) against central differences, in float64."""
+import numpy as np
+
+
+class GradcheckError(RuntimeError):
+    pass
+
+
+def _tensors(inputs):
+    from ..tensor import Tensor
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    return inputs, [t for t in inputs if isinstance(t, Tensor) and t._rg]
+
+
+def _flat_outputs(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+    """Compare every output's vector-Jacobian products with central differences for every
+    input that requires grad. Inputs should be float64 for the check to mean anything."""
+    from . import grad
+    from ..grad_mode import no_grad  # noqa: F401  (re-exported path kept simple)
+    inputs, wrt = _tensors(inputs)
+    for t in wrt:
+        if t._data.dtype != np.float64:
+            raise GradcheckError(f"gradcheck needs float64 inputs, got {t.dtype}")
+    outputs = [o for o in _flat_outputs(fn(*inputs)) if o._rg]
+    for k, out in enumerate(outputs):
+        numeric = [np.zeros((out._data.size, t._data.size)) for t in wrt]
+        for j, t in enumerate(wrt):
+            flat = t._data.reshape(-1)  # a view: perturb in place
+            for i in range(flat.size):
+                orig = flat[i]
+                flat[i] = orig + eps
+                plus = _to_numpy(_flat_outputs(fn(*inputs))[_index_of(fn, inputs, k)])
+                flat[i] = orig - eps
+                minus = _to_numpy(_flat_outputs(fn(*inputs))[_index_of(fn, inputs, k)])
+                flat[i] = orig
+                numeric[j][:, i] = ((plus - minus) / (2 * eps)).reshape(-1)
+        for r in range(out._data.size):
+            seed = out.new_zeros(out._data.shape)
+            seed._data.reshape(-1)[r] = 1.0
+            out_now = [o for o in _flat_outputs(fn(*inputs)) if o._rg][k]
+            analytic = grad(out_now, wrt, seed, allow_unused=True)
+            for j, (t, g) in enumerate(zip(wrt, analytic)):
+                a = np.zeros(t._data.size) if g is None else _to_numpy(g).reshape(-1)
+                n = numeric[j][r]
+                if not np.allclose(a, n, rtol=rtol, atol=atol):
+                    if not raise_exception:
+                        return False
+                    raise GradcheckError(
+                        f"Jacobian mismatch for output {k} with respect to input {j}, row {r}:\n"
+                        f"numerical: {n}\nanalytical: {a}")
+    return True
+
+
+def _index_of(fn, inputs, k):
+    """Index among all outputs of the k-th output that requires grad."""
+    outs = _flat_outputs(fn(*inputs))
+    return [i for i, o in enumerate(outs) if o._rg][k]
+
+
+def _to_numpy(t):
+    d = t._data
+    return np.asarray(d if isinstance(d, np.ndarray) else d.get(), dtype=np.float64)
+
+
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
+    """gradcheck of the function x -> d(sum(fn(x) * v))/dx with create_graph=True: checks
+    that backward is itself differentiable (double backward)."""
+    from . import grad
+    inputs, wrt = _tensors(inputs)
+    rng = np.random.default_rng(seed)
+    outs = [o for o in _flat_outputs(fn(*inputs)) if o._rg]
+    vs = [o.new_tensor(rng.standard_normal(o._data.shape)) for o in outs]
+
+    def first_grads(*args):
+        _, w = _tensors(args)
+        outs = [o for o in _flat_outputs(fn(*args)) if o._rg]
+        gs = grad(outs, w, vs, create_graph=True, allow_unused=True)
+        return tuple(g for g in gs if g is not None and g._rg)
+    return gradcheck(first_grads, inputs, eps, atol, rtol, raise_exception)

@@ -1,0 +1,87 @@
+"""Helpers shared by the op families."""
+from .. import backend
+from ..autograd.function import Function  # noqa: F401  (for the op modules)
+from ..dtypes import result_type
+from ..tensor import Tensor
+
+wrap = Tensor._wrap
+
+
+def xp_of(t):
+    return backend.array_module(t._data)
+
+
+def operands(a, b):
+    """The arrays (or Python scalar) a binary op computes with, promoted as PyTorch does.
+    One of `a`, `b` is a Tensor; tensors on different devices are an error."""
+    if isinstance(a, Tensor):
+        x = a._data
+        if not isinstance(b, Tensor):
+            if x.dtype.kind != "f":
+                dt = result_type(x, b)
+                if dt != x.dtype:
+                    x = x.astype(dt)
+            return x, b
+        y = b._data
+    else:
+        x, y = a, b._data
+        if y.dtype.kind != "f":
+            dt = result_type(y, x)
+            if dt != y.dtype:
+                y = y.astype(dt)
+        return x, y
+    if x.__class__ is not y.__class__ or (x.__class__ is not backend.np.ndarray
+                                          and x.device != y.device):
+        raise RuntimeError("Expected all tensors to be on the same device, but found at least "
+                           f"two devices, {a.device} and {b.device}!")
+    if x.dtype != y.dtype:
+        dt = result_type(x, y)
+        x, y = x.astype(dt, copy=False), y.astype(dt, copy=False)
+    return x, y
+
+
+def same_device(*tensors):
+    devices = {t.device for t in tensors if isinstance(t, Tensor)}
+    if len(devices) > 1:
+        a, b = sorted(devices, key=str)[:2]
+        raise RuntimeError("Expected all tensors to be on the same device, but found at least "
+                           f"two devices, {a} and {b}!")
+
+
+def sum_to(g, shape):
+    """Sum a broadcast gradient back to `shape` (differentiable)."""
+    if g._data.shape == shape:
+        return g
+    lead = g._data.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
+                                      if n == 1 and g._data.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axes, keepdim=True)
+    return g.reshape(shape) if g._data.shape != shape else g
+
+
+def grad_for(g, t):
+    """`g` shaped and typed as input `t` (undoing broadcasting and promotion)."""
+    if not isinstance(t, Tensor):
+        return None
+    if g._data.shape != t._data.shape:
+        g = sum_to(g, t._data.shape)
+    if g._data.dtype != t._data.dtype:
+        g = g.to(t.dtype)
+    return g
+
+
+def norm_dim(dim, ndim):
+    if dim < -max(ndim, 1) or dim >= max(ndim, 1):
+        raise IndexError(f"Dimension out of range (expected to be in range of "
+                         f"[{-max(ndim, 1)}, {max(ndim, 1) - 1}], but got {dim})")
+    return dim % ndim if ndim else 0
+
+
+def norm_dims(dim, ndim):
+    """None -> all axes; int or sequence -> sorted tuple of non-negative axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, int):
+        dim = (dim,)
+    return tuple(sorted(norm_dim(d, ndim) for d in dim))

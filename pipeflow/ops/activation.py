@@ -1,0 +1,194 @@
+"""Activation functions and (log-)softmax."""
+import math
+
+from ._util import Function, norm_dim, wrap, xp_of
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = wrap(xp_of(a).maximum(a._data, 0))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g * (y > 0)
+
+
+class LeakyRelu(Function):
+    @staticmethod
+    def forward(ctx, a, slope):
+        x = a._data
+        ctx.save_for_backward(a, slope)
+        return wrap(xp_of(a).where(x > 0, x, x * slope))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, slope = ctx.saved_tensors
+        return g * ((a > 0) + (a <= 0) * slope), None
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, a):
+        xp, x = xp_of(a), a._data
+        e = xp.exp(-xp.abs(x))  # exp of a non-positive number: no overflow, no cancellation
+        out = wrap(xp.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g * y * (1 - y)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = wrap(xp_of(a).tanh(a._data))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+def _erf(xp, x):
+    if xp.__name__ == "numpy":
+        from scipy.special import erf
+    else:
+        from cupyx.scipy.special import erf
+    return erf(x).astype(x.dtype, copy=False)
+
+
+class Gelu(Function):
+    """x * Phi(x), exactly (erf) or with PyTorch's tanh approximation."""
+
+    @staticmethod
+    def forward(ctx, a, approximate):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+        xp, x = xp_of(a), a._data
+        ctx.save_for_backward(a, approximate)
+        if approximate == "tanh":
+            return wrap(0.5 * x * (1 + xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))
+        return wrap(0.5 * x * (1 + _erf(xp, x * (1 / math.sqrt(2)))))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, approximate = ctx.saved_tensors
+        if approximate == "tanh":
+            k = math.sqrt(2 / math.pi)
+            t = (k * (a + 0.044715 * a ** 3)).tanh()
+            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * k * (1 + 3 * 0.044715 * a * a)), None
+        cdf = 0.5 * (1 + erf(a * (1 / math.sqrt(2))))
+        pdf = (a * a * -0.5).exp() * (1 / math.sqrt(2 * math.pi))
+        return g * (cdf + a * pdf), None
+
+
+class Erf(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return wrap(_erf(xp_of(a), a._data))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, = ctx.saved_tensors
+        return g * (a * a * -1).exp() * (2 / math.sqrt(math.pi))
+
+
+def erf(a):
+    return Erf.apply(a)
+
+
+class Softplus(Function):
+    """log(1 + exp(beta x)) / beta, linear above `threshold` (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, beta, threshold):
+        xp, x = xp_of(a), a._data
+        ctx.save_for_backward(a, beta, threshold)
+        bx = x * beta
+        return wrap(xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, beta, threshold = ctx.saved_tensors
+        bx = a * beta
+        return g * sigmoid(bx).masked_fill(bx > threshold, 1), None, None
+
+
+def relu(a):
+    return Relu.apply(a)
+
+
+def leaky_relu(a, negative_slope=0.01):
+    return LeakyRelu.apply(a, negative_slope)
+
+
+def sigmoid(a):
+    return Sigmoid.apply(a)
+
+
+def tanh(a):
+    return Tanh.apply(a)
+
+
+def gelu(a, approximate="none"):
+    return Gelu.apply(a, approximate)
+
+
+def softplus(a, beta=1.0, threshold=20.0):
+    return Softplus.apply(a, beta, threshold)
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, a, dim):
+        xp, x = xp_of(a), a._data
+        dim = norm_dim(dim, x.ndim)
+        e = xp.exp(x - x.max(axis=dim, keepdims=True))
+        out = wrap(e / e.sum(axis=dim, keepdims=True))
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return y * (g - (g * y).sum(ctx.dim, keepdim=True)), None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, a, dim):
+        xp, x = xp_of(a), a._data
+        dim = norm_dim(dim, x.ndim)
+        shifted = x - x.max(axis=dim, keepdims=True)
+        out = wrap(shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True)))
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
+
+
+def _with_dtype(a, dtype):
+    return a if dtype is None else a.to(dtype)
+
+
+def softmax(a, dim, dtype=None):
+    return Softmax.apply(_with_dtype(a, dtype), dim)
+
+
+def log_softmax(a, dim, dtype=None):
+    return LogSoftmax.apply(_with_dtype(a, dtype), dim)

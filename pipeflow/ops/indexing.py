@@ -1,0 +1,193 @@
+"""Indexing: [] with ints, slices, None, Ellipsis, bool and integer arrays; index_put
+(the out-of-place form of []=), gather, scatter_add, index_select, masked_fill, one_hot."""
+from .. import backend
+from ._util import Function, Tensor, norm_dim, same_device, sum_to, wrap, xp_of
+
+
+def _index_arrays(index, t):
+    """Tensors (and lists) inside an index become arrays on `t`'s device."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for i in index:
+        if isinstance(i, Tensor):
+            same_device(t, i)
+            i = i._data
+            if i.ndim == 0 and i.dtype.kind in "iu":
+                i = int(i)
+        elif isinstance(i, list):
+            i = xp_of(t).asarray(i)
+        out.append(i)
+    return tuple(out)
+
+
+def _is_basic(index):
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in index)
+
+
+def add_at(xp, target, index, values):
+    """target[index] += values, accumulating repeated indices."""
+    if xp is backend.np:
+        xp.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, a, index):
+        index = _index_arrays(index, a)
+        ctx.shape, ctx.index = a._data.shape, index
+        return wrap(a._data[index])
+
+    @staticmethod
+    def backward(ctx, g):
+        return IndexAdd.apply(g, ctx.shape, ctx.index), None
+
+
+class IndexAdd(Function):
+    """zeros(shape) with g added at `index`: the adjoint of GetItem."""
+
+    @staticmethod
+    def forward(ctx, g, shape, index):
+        xp, gd = xp_of(g), g._data
+        ctx.index = index
+        out = xp.zeros(shape, gd.dtype)
+        if _is_basic(index):
+            out[index] = gd
+        else:
+            add_at(xp, out, index, gd)
+        return wrap(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        return GetItem.apply(g, ctx.index), None, None
+
+
+def getitem(a, index):
+    out = GetItem.apply(a, index)
+    if _is_basic(index if isinstance(index, tuple) else (index,)):
+        out._vc = a._shared_version()  # a basic index gives a view of the same storage
+    return out
+
+
+class IndexPut(Function):
+    """A copy of `a` with `a[index] = value` (the out-of-place form of setitem)."""
+
+    @staticmethod
+    def forward(ctx, a, index, value):
+        index = _index_arrays(index, a)
+        out = a._data.copy()
+        v = value._data if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor):
+            same_device(a, value)
+        out[index] = v
+        ctx.index = index
+        ctx.save_for_backward(value)
+        return wrap(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        value, = ctx.saved_tensors
+        ga = IndexPut.apply(g, ctx.index, 0.0) if ctx.needs_input_grad[0] else None
+        gv = None
+        if ctx.needs_input_grad[2]:
+            gv = sum_to(GetItem.apply(g, ctx.index), value._data.shape)
+        return ga, None, gv
+
+
+def index_put(a, index, value):
+    return IndexPut.apply(a, index, value)
+
+
+class Gather(Function):
+    @staticmethod
+    def forward(ctx, a, dim, index):
+        same_device(a, index)
+        ctx.dim, ctx.shape = dim, a._data.shape
+        ctx.save_for_backward(index)
+        return wrap(xp_of(a).take_along_axis(a._data, index._data, axis=dim))
+
+    @staticmethod
+    def backward(ctx, g):
+        index, = ctx.saved_tensors
+        return g.new_zeros(ctx.shape).scatter_add(ctx.dim, index, g), None, None
+
+
+def _along_axis(index, dim):
+    """Full index arrays addressing `index`'s positions with `index` itself along `dim`."""
+    xp = backend.array_module(index)
+    grids = list(xp.indices(index.shape, sparse=True))
+    grids[dim] = index
+    return tuple(grids)
+
+
+class ScatterAdd(Function):
+    @staticmethod
+    def forward(ctx, a, dim, index, src):
+        same_device(a, index, src)
+        idx = index._data
+        if idx.ndim != a._data.ndim:
+            raise RuntimeError(f"scatter_add: index has {idx.ndim} dims but self has {a.ndim}")
+        ctx.dim = dim
+        ctx.save_for_backward(index)
+        out = a._data.copy()
+        s = src._data[tuple(slice(0, n) for n in idx.shape)]
+        add_at(xp_of(a), out, _along_axis(idx, dim), s)
+        return wrap(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        index, = ctx.saved_tensors
+        gsrc = g.gather(ctx.dim, index) if ctx.needs_input_grad[3] else None
+        return g, None, None, gsrc
+
+
+def gather(a, dim, index):
+    return Gather.apply(a, norm_dim(dim, a._data.ndim), index)
+
+
+def scatter_add(a, dim, index, src):
+    return ScatterAdd.apply(a, norm_dim(dim, a._data.ndim), index, src)
+
+
+def index_select(a, dim, index):
+    if index.ndim > 1:
+        raise IndexError("index_select(): index must be a 0-D or 1-D tensor")
+    dim = norm_dim(dim, a._data.ndim)
+    return getitem(a, (slice(None),) * dim + (index.reshape(-1),))
+
+
+class MaskedFill(Function):
+    @staticmethod
+    def forward(ctx, a, mask, value):
+        same_device(a, mask)
+        if mask._data.dtype.kind != "b":
+            raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with "
+                               f"dtype {mask.dtype}")
+        if isinstance(value, Tensor):
+            value = value.item()
+        ctx.save_for_backward(mask)
+        x = a._data
+        return wrap(xp_of(a).where(mask._data, x.dtype.type(value), x))
+
+    @staticmethod
+    def backward(ctx, g):
+        mask, = ctx.saved_tensors
+        return g.masked_fill(mask, 0), None, None
+
+
+def masked_fill(a, mask, value):
+    return MaskedFill.apply(a, mask, value)
+
+
+def one_hot(index, num_classes=-1):
+    if index._data.dtype.kind not in "iu":
+        raise RuntimeError("one_hot is only applicable to index tensors")
+    xp, idx = xp_of(index), index._data
+    if num_classes < 0:
+        num_classes = int(idx.max()) + 1 if idx.size else 0
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes})")
+    return wrap((idx[..., None] == xp.arange(num_classes)).astype("int64"))
