@@ -355,11 +355,14 @@ class Tensor:
                       device=self.device if device is None else device, requires_grad=requires_grad)
 
     # --- in-place ops ---------------------------------------------------------------------
-    def _inplace(self, op, *args):
+    def _inplace(self, op, *args, ufunc=None):
         """Write ``op(self, *args)`` into this tensor's storage, keep autograd right: the
         tensor takes over the op's history and its version counter moves on, so a node
-        that saved the old value notices."""
+        that saved the old value notices. Outside autograd, a binary `ufunc` (name) writes
+        straight into the storage instead, with no temporary."""
         recording = state.enabled and (self._rg or any(isinstance(a, Tensor) and a._rg for a in args))
+        if ufunc is not None and not recording:
+            return self._ufunc_inplace(ufunc, *args)
         if recording:
             if self.grad_fn is None and self._rg:
                 raise RuntimeError("a leaf Variable that requires grad is being used in an "
@@ -381,17 +384,35 @@ class Tensor:
             self.grad_fn, self._output_nr, self._rg = out.grad_fn, out._output_nr, True
         return self
 
+    def _ufunc_inplace(self, ufunc, other, alpha=1):
+        x = self._data
+        y = other._data if isinstance(other, Tensor) else other
+        if alpha != 1:
+            y = y * alpha
+        if isinstance(other, Tensor) and other._data.__class__ is not x.__class__:
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found at "
+                               f"least two devices, {self.device} and {other.device}!")
+        try:
+            getattr(backend.array_module(x), ufunc)(x, y, out=x, casting="same_kind")
+        except TypeError as e:  # NumPy's UFuncTypeError: e.g. an int tensor += a float
+            raise RuntimeError(f"{ufunc}_: result can't be cast to the tensor's dtype "
+                               f"{self.dtype} ({e})") from None
+        except ValueError as e:
+            raise RuntimeError(f"{ufunc}_: {e}") from None
+        self._bump_version()
+        return self
+
     def add_(self, other, alpha=1):
-        return self._inplace(_ops.elementwise.add, other, alpha)
+        return self._inplace(_ops.elementwise.add, other, alpha, ufunc="add")
 
     def sub_(self, other, alpha=1):
-        return self._inplace(_ops.elementwise.sub, other, alpha)
+        return self._inplace(_ops.elementwise.sub, other, alpha, ufunc="subtract")
 
     def mul_(self, other):
-        return self._inplace(_ops.elementwise.mul, other)
+        return self._inplace(_ops.elementwise.mul, other, ufunc="multiply")
 
     def div_(self, other):
-        return self._inplace(_ops.elementwise.div, other)
+        return self._inplace(_ops.elementwise.div, other, ufunc="true_divide")
 
     def pow_(self, exponent):
         return self._inplace(_ops.elementwise.pow, exponent)

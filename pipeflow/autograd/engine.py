@@ -1,6 +1,7 @@
 """The backward engine: runs the graph's nodes in dependency order, summing gradients."""
 import weakref
 
+from . import function
 from .function import Node, RemovableHandle
 from .grad_mode import state
 
@@ -16,9 +17,14 @@ class AccumulateGrad(Node):
 
     def accumulate(self, grad):
         leaf = self.variable
-        if grad.shape != leaf.shape:
+        for hook in leaf._hooks or ():
+            new = hook(grad)
+            grad = grad if new is None else new
+        if grad._data.shape != leaf._data.shape:
             raise RuntimeError(f"gradient of shape {list(grad.shape)} does not match the leaf "
                                f"tensor's shape {list(leaf.shape)}")
+        if grad._data.dtype != leaf._data.dtype:
+            grad = grad.to(leaf.dtype)
         if leaf.grad is None:
             if not state.enabled:  # own the memory, so an in-place update of .grad aliases nothing
                 data = grad._data
@@ -38,6 +44,9 @@ def accumulator_of(leaf):
         node = AccumulateGrad(leaf)
         leaf._accum_ref = weakref.ref(node)
     return node
+
+
+function.accumulator_of = accumulator_of
 
 
 def register_hook(tensor, fn):
@@ -107,11 +116,7 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
             node = ready.pop()
             grads_out = buffers.pop(node, None)
             if grads_out is not None and node._pre_hooks:
-                for nr, hooks in node._pre_hooks.items():
-                    for hook in hooks:
-                        if grads_out[nr] is not None:
-                            new = hook(grads_out[nr])
-                            grads_out[nr] = grads_out[nr] if new is None else new
+                _run_pre_hooks(node, grads_out)
             if captures is not None:
                 for nr in range(node._n_outputs):
                     for i in captures.get((node, nr), ()):
@@ -120,19 +125,14 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
                     continue
             if node.__class__ is AccumulateGrad:
                 if grads_out is not None:
-                    g = grads_out[0]
-                    for hook in node.variable._hooks or ():
-                        new = hook(g)
-                        g = g if new is None else new
-                    node.accumulate(g)
+                    node.accumulate(grads_out[0])
                 continue
             grads_in = _call_backward(node, grads_out) if grads_out is not None else None
-            if not retain_graph and node._saved:
+            if node._saved and not retain_graph:
                 node._saved = None
-            for i, (child, nr) in enumerate(node.next_functions):
+            for (child, nr), g in zip(node.next_functions, grads_in or _nones(node)):
                 if child is None:
                     continue
-                g = grads_in[i] if grads_in is not None else None
                 if g is not None:
                     buf = buffers.get(child)
                     if buf is None:
@@ -152,6 +152,18 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
         return tuple(results)
 
 
+def _nones(node):
+    return (None,) * len(node.next_functions)
+
+
+def _run_pre_hooks(node, grads_out):
+    for nr, hooks in node._pre_hooks.items():
+        for hook in hooks:
+            if grads_out[nr] is not None:
+                new = hook(grads_out[nr])
+                grads_out[nr] = grads_out[nr] if new is None else new
+
+
 def _call_backward(node, grads_out):
     if node._n_outputs > 1 and node._materialize and any(g is None for g in grads_out):
         ref = next(g for g in grads_out if g is not None)  # zeros go to the same device
@@ -161,7 +173,8 @@ def _call_backward(node, grads_out):
     if not isinstance(grads_in, tuple):
         grads_in = (grads_in,)
     n_in = len(node.next_functions)
-    if len(grads_in) < n_in or (len(grads_in) > n_in and any(g is not None for g in grads_in[n_in:])):
+    if len(grads_in) != n_in and (len(grads_in) < n_in or
+                                  any(g is not None for g in grads_in[n_in:])):
         raise RuntimeError(f"function {node.name()} returned an incorrect number of gradients "
                            f"(expected {n_in}, got {len(grads_in)})")
     return grads_in

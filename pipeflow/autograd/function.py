@@ -8,6 +8,8 @@ import weakref
 
 from .grad_mode import state
 
+accumulator_of = None  # set by .engine (which imports this module)
+
 Tensor = None  # set by pipeflow.tensor (import cycle: a Tensor's ops are Functions)
 
 
@@ -58,6 +60,7 @@ class Function(Node):
     it with differentiable ops gives double backward for free."""
 
     is_view = False  # the output shares storage with input 0 (reshape, transpose, ...)
+    bfloat16_in_float32 = False  # built-in ops: NumPy has no bfloat16 arithmetic
     _materialize = True
     _to_save = ()
     _non_diff = ()
@@ -115,43 +118,70 @@ class Function(Node):
     # --- building the graph ----------------------------------------------------------------
     @classmethod
     def apply(cls, *args):
+        if cls.bfloat16_in_float32:
+            for a in args:
+                if isinstance(a, Tensor) and a._data.dtype.kind == "V":
+                    return _apply_in_float32(cls, args)
         ctx = cls.__new__(cls)
-        enabled = state.enabled
-        needs = tuple([isinstance(a, Tensor) and a._rg for a in args]) if enabled else ()
-        state.enabled = False
+        if not state.enabled:
+            return cls.forward(ctx, *args)
+        state.enabled = False  # forward itself is not recorded
         try:
             out = cls.forward(ctx, *args)
         finally:
-            state.enabled = enabled
-        if True not in needs:
-            return out
-        ctx.needs_input_grad = needs
-        ctx.next_functions = tuple([a._grad_edge() if n else (None, 0) for a, n in zip(args, needs)])
-        outs = out if isinstance(out, tuple) else (out,)
-        if len(outs) > 1:
-            ctx._n_outputs = len(outs)
-            ctx._out_meta = [(o._data.shape, o._data.dtype) for o in outs]
-        for nr, o in enumerate(outs):
-            if any(o is a for a in args):  # forward returned an input: the output gets its own Tensor
-                o = Tensor._wrap(o._data)
-                outs = outs[:nr] + (o,) + outs[nr + 1:]
-            if o._data.dtype.kind == "f" and not any(o is n for n in ctx._non_diff):
-                o.grad_fn, o._output_nr, o._rg = ctx, nr, True
-        if cls.is_view:
-            outs[0]._vc = args[0]._shared_version()
-        if ctx._to_save:
-            ctx._saved = tuple([cls._save_entry(t, outs) for t in ctx._to_save])
-        ctx._to_save = ()
-        return outs if isinstance(out, tuple) else outs[0]
+            state.enabled = True
+        needs = tuple([isinstance(a, Tensor) and a._rg for a in args])
+        return ctx._record(args, needs, out) if True in needs else out
 
-    @staticmethod
-    def _save_entry(t, outs):
-        if not isinstance(t, Tensor):  # None or a Python value saved alongside the tensors
-            return (t, None)
+    def _record(self, args, needs, out):
+        """Make this ctx the grad_fn of `out` (a Tensor or a tuple of Tensors)."""
+        self.needs_input_grad = needs
+        self.next_functions = tuple([
+            ((a.grad_fn, a._output_nr) if a.grad_fn is not None else (accumulator_of(a), 0))
+            if n else _NO_EDGE for a, n in zip(args, needs)])
+        single = out.__class__ is not tuple
+        outs = [out] if single else list(out)
+        if not single:
+            self._n_outputs = len(outs)
+            self._out_meta = [(o._data.shape, o._data.dtype) for o in outs]
+        non_diff = self._non_diff
         for nr, o in enumerate(outs):
-            if t is o:
-                return (SavedOutput(o, nr), o._version)
-        return (t, t._version)
+            for a in args:
+                if a is o:  # forward returned an input: the output gets its own Tensor
+                    o = outs[nr] = Tensor._wrap(o._data)
+                    break
+            if o._data.dtype.kind in "fV" and not (non_diff and any(o is n for n in non_diff)):
+                o.grad_fn, o._output_nr, o._rg = self, nr, True
+        if self.is_view:
+            outs[0]._vc = args[0]._shared_version()
+        if self._to_save:
+            self._saved = tuple([_saved_entry(t, outs) for t in self._to_save])
+            self._to_save = ()
+        return outs[0] if single else tuple(outs)
+
+
+_NO_EDGE = (None, 0)
+
+
+def _apply_in_float32(cls, args):
+    """Run a built-in op on bfloat16 inputs in float32 and round its float outputs back,
+    through differentiable casts, so gradients arrive in bfloat16 too."""
+    bf16 = next(a for a in args if isinstance(a, Tensor) and a._data.dtype.kind == "V").dtype
+    out = cls.apply(*[a.float() if isinstance(a, Tensor) and a._data.dtype.kind == "V" else a
+                      for a in args])
+    outs = [o.to(bf16) if o._data.dtype.kind == "f" else o
+            for o in (out if isinstance(out, tuple) else (out,))]
+    return tuple(outs) if isinstance(out, tuple) else outs[0]
+
+
+def _saved_entry(t, outs):
+    """(tensor or SavedOutput or plain value, version at save time or None)."""
+    if not isinstance(t, Tensor):  # None or a Python value saved alongside the tensors
+        return (t, None)
+    for nr, o in enumerate(outs):
+        if t is o:
+            return (SavedOutput(o, nr), o._vc[0])
+    return (t, t._vc[0] if t._vc is not None else 0)
 
 
 def once_differentiable(fn):

@@ -1,10 +1,16 @@
 """Helpers shared by the op families."""
 from .. import backend
-from ..autograd.function import Function  # noqa: F401  (for the op modules)
+from ..autograd import function
 from ..dtypes import result_type
 from ..tensor import Tensor
 
 wrap = Tensor._wrap
+
+
+class Function(function.Function):
+    """Base of the built-in ops."""
+
+    bfloat16_in_float32 = True
 
 
 def xp_of(t):
@@ -17,18 +23,10 @@ def operands(a, b):
     if isinstance(a, Tensor):
         x = a._data
         if not isinstance(b, Tensor):
-            if x.dtype.kind != "f":
-                dt = result_type(x, b)
-                if dt != x.dtype:
-                    x = x.astype(dt)
-            return x, b
+            return _with_scalar(x, b)
         y = b._data
     else:
-        x, y = a, b._data
-        if y.dtype.kind != "f":
-            dt = result_type(y, x)
-            if dt != y.dtype:
-                y = y.astype(dt)
+        y, x = _with_scalar(b._data, a)
         return x, y
     if x.__class__ is not y.__class__ or (x.__class__ is not backend.np.ndarray
                                           and x.device != y.device):
@@ -38,6 +36,17 @@ def operands(a, b):
         dt = result_type(x, y)
         x, y = x.astype(dt, copy=False), y.astype(dt, copy=False)
     return x, y
+
+
+def _with_scalar(x, value):
+    """Array `x` and a Python scalar, promoted as PyTorch does (`x` may be cast)."""
+    if x.dtype.kind != "f":
+        dt = result_type(x, value)
+        if dt != x.dtype:
+            x = x.astype(dt)
+        if dt.kind == "V":  # bfloat16: NumPy would promote a Python float to float32
+            value = dt.type(value)
+    return x, value
 
 
 def same_device(*tensors):

@@ -2,6 +2,7 @@
 import math
 
 from ._util import Function, norm_dim, wrap, xp_of
+from .elementwise import where
 
 
 class Relu(Function):
@@ -27,7 +28,7 @@ class LeakyRelu(Function):
     @staticmethod
     def backward(ctx, g):
         a, slope = ctx.saved_tensors
-        return g * ((a > 0) + (a <= 0) * slope), None
+        return where(a > 0, g, g * slope), None
 
 
 class Sigmoid(Function):
@@ -42,7 +43,22 @@ class Sigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return g * y * (1 - y)
+        return SigmoidGrad.apply(g, y)
+
+
+class SigmoidGrad(Function):
+    """g * y * (1 - y) in one op (sigmoid's backward; itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx, g, y):
+        ctx.save_for_backward(g, y)
+        yd = y._data
+        return wrap(g._data * yd * (1 - yd))
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, y = ctx.saved_tensors
+        return gg * y * (1 - y), gg * g * (1 - 2 * y)
 
 
 class Tanh(Function):
@@ -55,7 +71,22 @@ class Tanh(Function):
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return g * (1 - y * y)
+        return TanhGrad.apply(g, y)
+
+
+class TanhGrad(Function):
+    """g * (1 - y^2) in one op (tanh's backward; itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx, g, y):
+        ctx.save_for_backward(g, y)
+        yd = y._data
+        return wrap(g._data * (1 - yd * yd))
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, y = ctx.saved_tensors
+        return gg * (1 - y * y), gg * g * y * -2
 
 
 def _erf(xp, x):

@@ -4,6 +4,8 @@ from ._util import Function, Tensor, wrap, xp_of
 
 
 class Clone(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, a):
         return wrap(a._data.copy())
@@ -19,6 +21,7 @@ def clone(a):
 
 class ToCopy(Function):
     """Cast and/or move; the gradient goes back to the source's dtype and device."""
+    bfloat16_in_float32 = False  # moves data: no arithmetic
 
     @staticmethod
     def forward(ctx, a, device, np_dtype, non_blocking):

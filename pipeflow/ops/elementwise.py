@@ -48,10 +48,11 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         x, y = operands(a, b)
-        if x.dtype.kind != "f":  # true division of integers gives the default float
-            x = x.astype("float32")
+        out = x / y
+        if (x if hasattr(x, "dtype") else y).dtype.kind != "f":  # int / int: default float
+            out = out.astype("float32")
         ctx.save_for_backward(a, b)
-        return wrap(x / y)
+        return wrap(out)
 
     @staticmethod
     def backward(ctx, g):

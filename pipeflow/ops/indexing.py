@@ -35,6 +35,8 @@ def add_at(xp, target, index, values):
 
 
 class GetItem(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, a, index):
         index = _index_arrays(index, a)
@@ -74,6 +76,7 @@ def getitem(a, index):
 
 class IndexPut(Function):
     """A copy of `a` with `a[index] = value` (the out-of-place form of setitem)."""
+    bfloat16_in_float32 = False  # moves data: no arithmetic
 
     @staticmethod
     def forward(ctx, a, index, value):
@@ -102,6 +105,8 @@ def index_put(a, index, value):
 
 
 class Gather(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, a, dim, index):
         same_device(a, index)

@@ -11,7 +11,7 @@ class MatMul(Function):
     def forward(ctx, a, b):
         x, y = operands(a, b)
         ctx.save_for_backward(a, b)
-        return wrap(xp_of(a).matmul(x, y))
+        return wrap(xp_of(a).matmul(x, y).astype(x.dtype, copy=False))  # bfloat16 stays
 
     @staticmethod
     def backward(ctx, g):
@@ -35,7 +35,7 @@ def matmul(a, b):
     out = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
     if b.ndim == 1:
         out = out.squeeze(-1)
-    return out.squeeze(-2) if a.ndim == 1 else out
+    return out.squeeze(-2 if b.ndim > 1 else -1) if a.ndim == 1 else out
 
 
 def _shape(t):

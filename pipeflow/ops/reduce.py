@@ -91,7 +91,7 @@ class Extreme(Function):
         a, out = ctx.saved_tensors
         shape = a._data.shape
         hit = a == _expand_back(out, shape, ctx.axes, ctx.keepdim)
-        share = hit / hit.sum(ctx.axes, keepdim=True)
+        share = hit.to(g.dtype) / hit.sum(ctx.axes, keepdim=True)
         return _expand_back(g, shape, ctx.axes, ctx.keepdim) * share, None, None, None
 
 

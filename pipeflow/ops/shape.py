@@ -20,6 +20,8 @@ def _infer_shape(shape, numel):
 
 
 class Reshape(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     is_view = True
 
     @staticmethod
@@ -78,6 +80,8 @@ def unsqueeze(a, dim):
 
 
 class Permute(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     is_view = True
 
     @staticmethod
@@ -118,6 +122,8 @@ def t(a):
 
 
 class Expand(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     is_view = True
 
     @staticmethod
@@ -180,6 +186,8 @@ def repeat(a, *reps):
 
 
 class Flip(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, a, dims):
         ctx.dims = dims
@@ -196,6 +204,8 @@ def flip(a, *dims):
 
 
 class Cat(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, dim, *tensors):
         same_device(*tensors)
@@ -239,6 +249,8 @@ def stack(tensors, dim=0):
 
 
 class Split(Function):
+    bfloat16_in_float32 = False  # moves data: no arithmetic
+
     @staticmethod
     def forward(ctx, a, sizes, dim):
         x, xp = a._data, xp_of(a)
