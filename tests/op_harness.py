@@ -1,7 +1,8 @@
 """The op test harness: a case names an op (one function written against both pipeflow
 and torch) and its inputs; the harness checks it the same way every time:
 
-1. gradcheck in float64 (analytic vs numerical Jacobian), pipeflow alone;
+1. gradcheck and gradgradcheck in float64 (analytic vs numerical Jacobian, of the op and
+   of its backward), pipeflow alone;
 2. forward and backward against torch in every float dtype, on contiguous and on
    non-contiguous (transposed) inputs, when torch is installed;
 3. all of it on CUDA too, when CuPy and a GPU are present.
@@ -82,12 +83,15 @@ def _np(t):
     return t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
 
 
-def run_gradcheck(case, device="cpu"):
+def run_gradcheck(case, device="cpu", second_order=False):
+    """gradcheck (or, with `second_order`, gradgradcheck: backward differentiated again
+    with create_graph=True) of the case on every input set, in float64."""
+    check = pf.autograd.gradgradcheck if second_order else pf.autograd.gradcheck
     for k, spec in enumerate(case.inputs):
         arrays = make_inputs(case, spec, seed=k)
         inputs = _to_lib(pf, arrays, "float64", device, True, False)
         inputs = [t if t._data.dtype.kind == "f" else t.requires_grad_(False) for t in inputs]
-        pf.autograd.gradcheck(lambda *xs: case.fn(pf, *xs), tuple(inputs))
+        check(lambda *xs: case.fn(pf, *xs), tuple(inputs))
 
 
 def compare_with_torch(case, dtype, noncontiguous, device="cpu"):

@@ -130,6 +130,11 @@ def test_gradcheck_float64(case):
     run_gradcheck(case)
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_gradgradcheck_float64(case):
+    run_gradcheck(case, second_order=True)
+
+
 @pytest.mark.skipif(torch is None, reason="torch (the ref extra) is the reference")
 @pytest.mark.parametrize("case,dtype,noncontiguous", params(CASES))
 def test_matches_torch(case, dtype, noncontiguous):
@@ -141,6 +146,7 @@ def test_matches_torch(case, dtype, noncontiguous):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_gradcheck_cuda(case):
     run_gradcheck(case, device="cuda")
+    run_gradcheck(case, device="cuda", second_order=True)
 
 
 @pytest.mark.cuda

@@ -363,7 +363,7 @@ PROMOTE_BF16 = [("bfloat16", (3,), "int32", (3,)), ("bfloat16", (3,), "float16",
                 ("bool", (3,), "bfloat16", (3,)), ("float64", (), "bfloat16", (3,))]
 PROMOTE_TS = [("int32", 1), ("int32", 1.5), ("uint8", 1), ("bool", 1), ("bool", 1.5),
               ("bool", True), ("float16", 1.5), ("float64", 1), ("int64", True),
-              ("int8", 2.0), ("float16", 100000)]
+              ("int8", 2.0), ("float16", 10000)]
 
 
 def _ones(lib, name, shape):

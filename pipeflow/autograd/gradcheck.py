@@ -20,7 +20,6 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     """Compare every output's vector-Jacobian products with central differences for every
     input that requires grad. Inputs must be float64 for the check to mean anything."""
     from . import grad
-    from .grad_mode import no_grad
     inputs, wrt = _tensors(inputs)
     for t in wrt:
         if t._data.dtype != np.float64:
@@ -28,19 +27,18 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     outputs = [o for o in _flat_outputs(fn(*inputs)) if o._rg]
     positions = [i for i, o in enumerate(_flat_outputs(fn(*inputs))) if o._rg]
     numeric = [[np.zeros((o._data.size, t._data.size)) for t in wrt] for o in outputs]
-    with no_grad():
-        for j, t in enumerate(wrt):
-            flat = t._data.reshape(-1)  # a view: perturb the input in place
-            for i in range(flat.size):
-                orig = flat[i]
-                flat[i] = orig + eps
-                plus = [_to_numpy(o) for o in _flat_outputs(fn(*inputs))]  # copies: outputs
-                flat[i] = orig - eps                                        # may be views
-                minus = [_to_numpy(o) for o in _flat_outputs(fn(*inputs))]
-                flat[i] = orig
-                for k, pos in enumerate(positions):
-                    diff = (plus[pos] - minus[pos]) / (2 * eps)
-                    numeric[k][j][:, i] = diff.reshape(-1)
+    for j, t in enumerate(wrt):  # (with grad on: fn may itself differentiate, gradgradcheck)
+        flat = t._data.reshape(-1)  # a view: perturb the input in place
+        for i in range(flat.size):
+            orig = flat[i]
+            flat[i] = orig + eps
+            plus = [_to_numpy(o) for o in _flat_outputs(fn(*inputs))]  # copies: outputs
+            flat[i] = orig - eps                                        # may be views
+            minus = [_to_numpy(o) for o in _flat_outputs(fn(*inputs))]
+            flat[i] = orig
+            for k, pos in enumerate(positions):
+                diff = (plus[pos] - minus[pos]) / (2 * eps)
+                numeric[k][j][:, i] = diff.reshape(-1)
     for k, out in enumerate(outputs):
         for r in range(out._data.size):
             seed = out.new_zeros(out._data.shape)
@@ -76,5 +74,5 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tr
         _, w = _tensors(args)
         outs = [o for o in _flat_outputs(fn(*args)) if o._rg]
         gs = grad(outs, w, vs, create_graph=True, allow_unused=True)
-        return tuple(g for g in gs if g is not None and g._rg)
+        return tuple(g for g in gs if g is not None)
     return gradcheck(first_grads, inputs, eps, atol, rtol, raise_exception)
