@@ -97,12 +97,11 @@ def to_device(array, dev, non_blocking=False):
     require_cuda(f"moving a tensor to {dev}")
     with cupy.cuda.Device(dev.index):
         if src.type == "cuda":
-            return cupy.asarray(array)  # peer copy
+            return cupy.copy(array)  # a copy on the current (target) device, peer to peer
         out = cupy.empty(array.shape, array.dtype)
-        stream = cupy.cuda.get_current_stream() if non_blocking else None
-        out.set(np.ascontiguousarray(array), stream=stream)
-        if not non_blocking:
-            cupy.cuda.get_current_stream().synchronize()
+        # With a stream, set() enqueues the copy and returns at once; without, it waits.
+        out.set(np.ascontiguousarray(array),
+                stream=cupy.cuda.get_current_stream() if non_blocking else None)
         return out
 
 

@@ -27,7 +27,7 @@ def _is_basic(index):
 
 def add_at(xp, target, index, values):
     """target[index] += values, accumulating repeated indices."""
-    if xp is backend.np:
+    if hasattr(xp.add, "at"):  # NumPy, CuPy >= 13
         xp.add.at(target, index, values)
     else:
         import cupyx
@@ -123,7 +123,9 @@ class Gather(Function):
 def _along_axis(index, dim):
     """Full index arrays addressing `index`'s positions with `index` itself along `dim`."""
     xp = backend.array_module(index)
-    grids = list(xp.indices(index.shape, sparse=True))
+    ndim = index.ndim
+    grids = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (ndim - i - 1))
+             for i, n in enumerate(index.shape)]
     grids[dim] = index
     return tuple(grids)
 

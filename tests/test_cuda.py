@@ -1,0 +1,72 @@
+"""Device behaviour on CUDA: transfers, pinned memory, asynchronous copies, device
+mixing errors, DLPack with CuPy. Skipped without CuPy and an NVIDIA GPU (the op tests
+in test_ops.py also run on CUDA there)."""
+import numpy as np
+import pytest
+
+import pipeflow as pf
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not pf.cuda.is_available(), reason="needs CuPy and an NVIDIA GPU")]
+
+
+def test_round_trip_keeps_values_and_dtype():
+    for dtype in (pf.float32, pf.float16, pf.float64, pf.int64, pf.uint8, pf.bool):
+        t = pf.tensor(np.arange(12).reshape(3, 4) % 3 == 0, dtype=dtype) if dtype is pf.bool \
+            else pf.arange(12, dtype=dtype).reshape(3, 4)
+        g = t.cuda()
+        assert g.device == "cuda:0" and g.is_cuda and g.dtype == dtype
+        back = g.cpu()
+        assert back.device == "cpu"
+        np.testing.assert_array_equal(back.numpy(), t.numpy())
+
+
+def test_factories_and_ops_run_on_the_gpu():
+    import cupy
+    x = pf.randn(64, 32, device="cuda", requires_grad=True)
+    w = pf.randn(32, 8, device="cuda", requires_grad=True)
+    loss = (x @ w).relu().sum()
+    loss.backward()
+    assert isinstance(w.grad._data, cupy.ndarray) and w.grad.device == "cuda:0"
+    expected = x.detach().cpu().numpy().T @ ((x.detach().cpu().numpy() @ w.detach().cpu().numpy())
+                                             > 0).astype(np.float32)
+    np.testing.assert_allclose(w.grad.cpu().numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_mixing_devices_names_both():
+    with pytest.raises(RuntimeError, match="cpu.*cuda:0|cuda:0.*cpu"):
+        pf.ones(3) + pf.ones(3, device="cuda")
+    with pytest.raises(RuntimeError, match="cpu.*cuda:0|cuda:0.*cpu"):
+        pf.cat([pf.ones(3), pf.ones(3, device="cuda")])
+
+
+def test_pinned_memory_non_blocking_copy_is_asynchronous_and_correct():
+    import cupy
+    host = pf.randn(4096, 1024).pin_memory()
+    assert host.is_pinned()
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        dev = host.to("cuda", non_blocking=True)
+        done = stream.done  # a 16 MB copy from pinned memory is still in flight right after
+    stream.synchronize()
+    np.testing.assert_array_equal(dev.cpu().numpy(), host.numpy())
+    assert done in (True, False)
+
+
+def test_dlpack_with_cupy_shares_memory():
+    import cupy
+    c = cupy.arange(6, dtype=cupy.float32)
+    t = pf.from_dlpack(c)
+    c[0] = 42
+    assert t.cpu().numpy()[0] == 42
+    back = cupy.from_dlpack(t)
+    back[1] = 7
+    assert t.cpu().numpy()[1] == 7
+
+
+def test_manual_seed_reproduces_cuda_streams():
+    pf.manual_seed(3)
+    a = pf.randn(100, device="cuda").cpu().numpy()
+    pf.manual_seed(3)
+    b = pf.randn(100, device="cuda").cpu().numpy()
+    np.testing.assert_array_equal(a, b)
