@@ -33,9 +33,11 @@ class device:
             spec, index = spec.type, spec.index
         elif isinstance(spec, int):
             spec, index = "cuda", spec
-        kind, _, num = str(spec).partition(":")
-        if kind not in ("cpu", "cuda"):
-            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+        kind, colon, num = str(spec).partition(":")
+        if kind not in ("cpu", "cuda") or (colon and not num.isdigit()) or \
+                (index is not None and (not isinstance(index, int) or index < 0)):
+            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N' "
+                             "with N >= 0")
         if num:
             index = int(num)
         if kind == "cuda" and index is None:

@@ -38,6 +38,9 @@ ALL = [float16, float32, float64, int8, int16, int32, int64, uint8, bool_]
 if ml_dtypes is not None:
     bfloat16 = dtype("bfloat16", ml_dtypes.bfloat16)
     ALL.append(bfloat16)
+    TYPE_NAMES_EXTRA = {bfloat16: "BFloat16Tensor"}
+else:
+    TYPE_NAMES_EXTRA = {}
 ALIASES = {"half": float16, "float": float32, "double": float64,
            "short": int16, "int": int32, "long": int64}
 
@@ -49,7 +52,7 @@ default_float = float32
 # Legacy type names used by Tensor.type()
 TYPE_NAMES = {float16: "HalfTensor", float32: "FloatTensor", float64: "DoubleTensor",
               int8: "CharTensor", int16: "ShortTensor", int32: "IntTensor",
-              int64: "LongTensor", uint8: "ByteTensor", bool_: "BoolTensor"}
+              int64: "LongTensor", uint8: "ByteTensor", bool_: "BoolTensor", **TYPE_NAMES_EXTRA}
 
 
 def from_numpy_dtype(np_dtype):

@@ -26,7 +26,10 @@ def as_array(data, np_dtype=None, dev=None, copy=False):
                                         isinstance(data, backend.cupy.ndarray)):
         array = data
     else:
-        array = np.array(data, copy=True)
+        try:
+            array = np.array(data, copy=True)
+        except ValueError as e:  # ragged nesting
+            raise ValueError(f"can't build a tensor from ragged data: {e}") from None
         if array.dtype == object:
             raise TypeError(f"can't build a tensor from {type(data).__name__} data of mixed or "
                             "ragged shape")
@@ -125,6 +128,11 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(f"arange: upper bound {end} and lower bound {start} inconsistent "
+                           f"with step sign {step}")
     is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     default = np.dtype(np.int64) if is_int else None
     return _filled(lambda xp, s, d: xp.arange(start, end, step).astype(d), ((),), dtype, device,
@@ -139,6 +147,9 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
 def _random(draw, size, dtype, device, generator, requires_grad, default=None):
     dev = _device(device)
     np_dtype = dtypes.to_numpy(dtype) or default or dtypes.default_float.np
+    if default is None and np_dtype.kind not in "fV":
+        raise RuntimeError(f"random floats can't be drawn as {dtypes.from_numpy_dtype(np_dtype)}: "
+                           "use a floating point dtype (or randint for integers)")
     with _on(dev):
         array = draw(generator_for(dev, generator), tuple(_sizes(size)), np_dtype)
     return _finish(array, requires_grad)
@@ -156,11 +167,15 @@ def randint(low, high=None, size=None, generator=None, dtype=None, device=None,
             requires_grad=False):
     if size is None:  # randint(high, size)
         low, high, size = 0, low, high
+    if high <= low:
+        raise RuntimeError(f"randint: expected low < high, got low={low}, high={high}")
     return _random(lambda g, s, d: g.integers(low, high, s, d), (size,), dtype, device,
                    generator, requires_grad, np.dtype(np.int64))
 
 
 def randperm(n, generator=None, dtype=None, device=None):
+    if n < 0:
+        raise RuntimeError(f"randperm: n must be non-negative, got {n}")
     dev = _device(device)
     perm = generator_for(backend.CPU, generator if generator is None or
                          generator.device.type == "cpu" else None).permutation(n)

@@ -104,9 +104,15 @@ class Tensor:
         self._shared_version()[0] += 1
 
     def type(self, dtype=None):
+        """The legacy type name ('pipeflow.FloatTensor'), or a cast to `dtype` (a dtype or
+        such a name)."""
         if dtype is None:
             name = dtypes.TYPE_NAMES.get(self.dtype, self.dtype.name)
             return f"pipeflow.{'cuda.' if self.is_cuda else ''}{name}"
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            by_name = {v: k for k, v in dtypes.TYPE_NAMES.items()}
+            device = backend.device("cuda") if ".cuda." in dtype else backend.CPU
+            return self.to(device, by_name[dtype.rsplit(".", 1)[-1]])
         return self.to(dtype)
 
     # --- autograd -------------------------------------------------------------------------
@@ -283,12 +289,16 @@ class Tensor:
 
     def __repr__(self):
         arr = self._data if self.device.type == "cpu" else self._data.get()
+        if arr.dtype.kind == "V":  # bfloat16 prints through float32
+            arr = arr.astype(np.float32)
+        integral = arr.dtype.kind != "f" or bool(np.all(np.mod(arr[np.isfinite(arr)], 1) == 0))
         body = np.array2string(arr, separator=", ", prefix="tensor(", threshold=1000,
-                               precision=4, floatmode="maxprec_equal")
+                               precision=4, floatmode="maxprec" if integral else "fixed")
         extras = []
         if self.is_cuda:
             extras.append(f"device='{self.device}'")
-        if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool_) or arr.size == 0:
+        default = (dtypes.float32,) if arr.size == 0 else (dtypes.float32, dtypes.int64, dtypes.bool_)
+        if self.dtype not in default:
             extras.append(f"dtype={self.dtype}")
         if self.grad_fn is not None:
             extras.append(f"grad_fn=<{self.grad_fn.name()}>")

@@ -2,7 +2,6 @@
 
 Tests that compare with torch take the `torch` fixture, which skips them when the
 reference (the `ref` extra) is not installed; everything else runs without torch."""
-import math
 import re
 
 import numpy as np
@@ -363,7 +362,10 @@ PROMOTE_BF16 = [("bfloat16", (3,), "int32", (3,)), ("bfloat16", (3,), "float16",
                 ("bool", (3,), "bfloat16", (3,)), ("float64", (), "bfloat16", (3,))]
 PROMOTE_TS = [("int32", 1), ("int32", 1.5), ("uint8", 1), ("bool", 1), ("bool", 1.5),
               ("bool", True), ("float16", 1.5), ("float64", 1), ("int64", True),
-              ("int8", 2.0), ("float16", 10000)]
+              ("int8", 2.0), ("float16", 10000), ("float32", 1.5),
+              # NumPy scalars count as Python scalars (they don't widen the tensor)
+              ("float32", np.float64(1.5)), ("float16", np.float32(2.0)),
+              ("int32", np.int64(3)), ("int32", np.float64(1.5)), ("uint8", np.int64(2))]
 
 
 def _ones(lib, name, shape):
@@ -418,14 +420,39 @@ def test_true_division_promotion(torch, da, sa, db, sb):
     _check_binary(torch, div, (da, sa), (db, sb))
 
 
-def test_int_true_division_is_float32(torch):
+def test_int_true_division_is_float32():
     a, b = pf.tensor([1, 2, 7]), pf.tensor([2, 4, 2])
     out = a / b
     assert out.dtype == pf.float32
     assert out.tolist() == [0.5, 0.5, 3.5]
     assert (a / 2).dtype == pf.float32
     assert (7 / b).dtype == pf.float32
+    assert (pf.tensor([1, 2], dtype=pf.int32) / pf.tensor([3, 4], dtype=pf.int32)).dtype \
+        == pf.float32
+
+
+def test_int_true_division_matches_torch(torch):
     assert_same(pf.arange(3) / pf.arange(1, 4), torch.arange(3) / torch.arange(1, 4))
+
+
+# PyTorch's results, written out so that promotion is checked without torch installed too
+EXPECTED_PROMOTION = [
+    (("int8", (3,)), ("uint8", (3,)), "int16"), (("int64", (3,)), ("float16", (3,)), "float16"),
+    (("bool", (3,)), ("int8", (3,)), "int8"), (("float32", (3,)), ("float64", (3,)), "float64"),
+    (("int64", ()), ("int32", (3,)), "int32"), (("float64", ()), ("int32", (3,)), "float64"),
+    (("float64", ()), ("float16", (3,)), "float16"), (("int32", (3,)), 1.5, "float32"),
+    (("uint8", (3,)), 1, "uint8"), (("bool", (3,)), 1, "int64"),
+    (("float16", (3,)), 1.5, "float16"), (("bool", (3,)), True, "bool"),
+]
+
+
+@pytest.mark.parametrize("a,b,expected", EXPECTED_PROMOTION, ids=str)
+def test_promotion_table(a, b, expected):
+    x = _ones(pf, *a)
+    y = _ones(pf, *b) if isinstance(b, tuple) else b
+    assert (x + y).dtype.name == expected
+    assert (y + x).dtype.name == expected
+    assert (x * y).dtype.name == expected
 
 
 def test_bfloat16_division_stays_bfloat16(torch):

@@ -74,7 +74,7 @@ class Function(Node):
         raise NotImplementedError(f"{ctx.name()} does not define backward(ctx, *grads)")
 
     def name(self):
-        return type(self).__name__ + "Backward"
+        return type(self).__name__ + "Backward0"  # PyTorch's names: MulBackward0
 
     def __repr__(self):
         return f"<{self.name()} object at {id(self):#x}>"
@@ -164,12 +164,16 @@ _NO_EDGE = (None, 0)
 
 
 def _apply_in_float32(cls, args):
-    """Run a built-in op on bfloat16 inputs in float32 and round its float outputs back,
-    through differentiable casts, so gradients arrive in bfloat16 too."""
+    """Run a built-in op on bfloat16 inputs in float32, through differentiable casts. Its
+    float outputs are rounded back to bfloat16 when PyTorch's promotion gives bfloat16 (every
+    float input that has dimensions is bfloat16); otherwise they keep the float16/32/64 that
+    the computation promoted to."""
     bf16 = next(a for a in args if isinstance(a, Tensor) and a._data.dtype.kind == "V").dtype
+    floats = [a for a in args if isinstance(a, Tensor) and a._data.dtype.kind in "fV"]
+    only_bf16 = all(a._data.dtype.kind == "V" for a in ([a for a in floats if a.ndim] or floats))
     out = cls.apply(*[a.float() if isinstance(a, Tensor) and a._data.dtype.kind == "V" else a
                       for a in args])
-    outs = [o.to(bf16) if o._data.dtype.kind == "f" else o
+    outs = [o.to(bf16) if only_bf16 and o._data.dtype.kind == "f" else o
             for o in (out if isinstance(out, tuple) else (out,))]
     return tuple(outs) if isinstance(out, tuple) else outs[0]
 

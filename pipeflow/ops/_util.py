@@ -1,4 +1,6 @@
 """Helpers shared by the op families."""
+import numpy as np
+
 from .. import backend
 from ..autograd import function
 from ..dtypes import result_type
@@ -17,9 +19,10 @@ def xp_of(t):
     return backend.array_module(t._data)
 
 
-def operands(a, b):
+def operands(a, b, broadcast=True):
     """The arrays (or Python scalar) a binary op computes with, promoted as PyTorch does.
-    One of `a`, `b` is a Tensor; tensors on different devices are an error."""
+    One of `a`, `b` is a Tensor; tensors on different devices, or (for an elementwise op,
+    `broadcast`) shapes that do not broadcast, are an error."""
     if isinstance(a, Tensor):
         x = a._data
         if not isinstance(b, Tensor):
@@ -35,11 +38,23 @@ def operands(a, b):
     if x.dtype != y.dtype:
         dt = result_type(x, y)
         x, y = x.astype(dt, copy=False), y.astype(dt, copy=False)
+    if broadcast and x.shape != y.shape:
+        check_broadcast(x.shape, y.shape)
     return x, y
+
+
+def check_broadcast(a, b):
+    """PyTorch's error for shapes that do not broadcast."""
+    for i in range(1, min(len(a), len(b)) + 1):
+        if a[-i] != b[-i] and a[-i] != 1 and b[-i] != 1:
+            raise RuntimeError(f"The size of tensor a ({a[-i]}) must match the size of tensor b "
+                               f"({b[-i]}) at non-singleton dimension {max(len(a), len(b)) - i}")
 
 
 def _with_scalar(x, value):
     """Array `x` and a Python scalar, promoted as PyTorch does (`x` may be cast)."""
+    if value.__class__ not in (float, int, bool) and isinstance(value, np.generic):
+        value = value.item()  # a NumPy scalar promotes like the Python number (as in PyTorch)
     if x.dtype.kind != "f":
         dt = result_type(x, value)
         if dt != x.dtype:

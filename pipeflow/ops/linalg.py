@@ -1,6 +1,8 @@
 """Matrix products: matmul (with PyTorch's 1-D and batch rules), bmm, einsum."""
 import string
 
+import numpy as np
+
 from ._util import Function, Tensor, operands, sum_to, wrap, xp_of
 
 
@@ -9,7 +11,7 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        x, y = operands(a, b)
+        x, y = operands(a, b, broadcast=False)
         ctx.save_for_backward(a, b)
         return wrap(xp_of(a).matmul(x, y).astype(x.dtype, copy=False))  # bfloat16 stays
 
@@ -30,6 +32,12 @@ def matmul(a, b):
     if a._data.shape[-1] != b._data.shape[-2 if b.ndim > 1 else 0]:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_shape(a)} and "
                            f"{_shape(b)})")
+    if a.ndim > 2 and b.ndim > 2:
+        try:
+            np.broadcast_shapes(a._data.shape[:-2], b._data.shape[:-2])
+        except ValueError:
+            raise RuntimeError(f"matmul: batch dimensions of {_shape(a)} and {_shape(b)} do not "
+                               "broadcast") from None
     if a.ndim > 1 and b.ndim > 1:
         return MatMul.apply(a, b)
     out = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
