@@ -76,12 +76,12 @@ def sum_to(g, shape):
     """Sum a broadcast gradient back to `shape` (differentiable)."""
     if g._data.shape == shape:
         return g
-    lead = g._data.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
-                                      if n == 1 and g._data.shape[i + lead] != 1)
-    if axes:
-        g = g.sum(axes, keepdim=True)
-    return g.reshape(shape) if g._data.shape != shape else g
+    gshape = g._data.shape
+    lead = len(gshape) - len(shape)
+    if lead:
+        g = g.sum(tuple(range(lead)))  # dims that broadcasting prepended: sum them away
+    kept = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
+    return g.sum(kept, keepdim=True) if kept else g
 
 
 def grad_for(g, t):

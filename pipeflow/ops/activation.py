@@ -15,7 +15,21 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return g * (y > 0)
+        return ReluGrad.apply(g, y)
+
+
+class ReluGrad(Function):
+    """g where y > 0, else 0, in one op (relu's backward; differentiable in g)."""
+
+    @staticmethod
+    def forward(ctx, g, y):
+        ctx.save_for_backward(y)
+        return wrap(g._data * (y._data > 0))
+
+    @staticmethod
+    def backward(ctx, gg):
+        y, = ctx.saved_tensors
+        return ReluGrad.apply(gg, y), None
 
 
 class LeakyRelu(Function):

@@ -6,21 +6,35 @@ import numpy as np
 from ._util import Function, Tensor, operands, sum_to, wrap, xp_of
 
 
+def _t(x, transposed):
+    return x.swapaxes(-1, -2) if transposed else x
+
+
 class MatMul(Function):
-    """Batched matrix product of operands with at least 2 dims (batch dims broadcast)."""
+    """Batched product op(a) @ op(b) of operands with at least 2 dims, where op transposes
+    the last two dims when asked (batch dims broadcast). The transposes let backward reuse
+    this op with no separate transpose nodes."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, ta=False, tb=False):
         x, y = operands(a, b, broadcast=False)
+        ctx.ta, ctx.tb = ta, tb
         ctx.save_for_backward(a, b)
-        return wrap(xp_of(a).matmul(x, y).astype(x.dtype, copy=False))  # bfloat16 stays
+        return wrap(xp_of(a).matmul(_t(x, ta), _t(y, tb)).astype(x.dtype, copy=False))
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        need_a, need_b = ctx.needs_input_grad
-        return (sum_to(matmul(g, b.mT), a._data.shape) if need_a else None,
-                sum_to(matmul(a.mT, g), b._data.shape) if need_b else None)
+        need_a, need_b = ctx.needs_input_grad[:2]
+        ta, tb = ctx.ta, ctx.tb
+        ga = gb = None
+        if need_a:
+            ga = MatMul.apply(b, g, tb, True) if ta else MatMul.apply(g, b, False, not tb)
+            ga = sum_to(ga, a._data.shape)
+        if need_b:
+            gb = MatMul.apply(g, a, True, ta) if tb else MatMul.apply(a, g, not ta, False)
+            gb = sum_to(gb, b._data.shape)
+        return ga, gb, None, None
 
 
 def matmul(a, b):
