@@ -120,6 +120,13 @@ CASES = [
     Case("scatter_add", lambda L, a, i, s: a.scatter_add(1, i, s),
          [((3, 4), idx([[0, 1], [3, 3], [2, 0]]), (3, 2))]),
     Case("index_select", lambda L, a, i: a.index_select(1, i), [((3, 4), idx([3, 1, 1]))]),
+    # no gradient: integer or boolean results (forward compared with torch)
+    Case("argmax", lambda L, a: (a.argmax(), a.argmax(1), a.argmin(0, keepdim=True)),
+         UNARY[:2]),
+    Case("comparisons", lambda L, a, b: (a < b, a >= b, a == a, a != b, (a > 0) & (b > 0)),
+         BINARY[:4]),
+    Case("one_hot", lambda L, i: L.nn.functional.one_hot(i, 5) if L is torch
+         else L.one_hot(i, 5), [(idx([0, 4, 2, 2]),)]),
     Case("masked_fill", lambda L, a, m: a.masked_fill(m, 2.0),
          [((3, 4), idx([[True, False, True, False]] * 3)), ((2, 3), idx([False, True, True]))]),
 ]
