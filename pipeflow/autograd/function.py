@@ -74,7 +74,7 @@ class Function(Node):
         raise NotImplementedError(f"{ctx.name()} does not define backward(ctx, *grads)")
 
     def name(self):
-        return type(self).__name__ + "Backward0"  # PyTorch's names: MulBackward0
+        return type(self).__name__ + "Backward"
 
     def __repr__(self):
         return f"<{self.name()} object at {id(self):#x}>"

@@ -14,6 +14,9 @@ class Function(function.Function):
 
     bfloat16_in_float32 = True
 
+    def name(self):
+        return type(self).__name__ + "Backward0"  # PyTorch's built-in names: MulBackward0
+
 
 def xp_of(t):
     return backend.array_module(t._data)
