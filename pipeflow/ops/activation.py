@@ -45,62 +45,44 @@ class LeakyRelu(Function):
         return where(a > 0, g, g * slope), None
 
 
-class Sigmoid(Function):
-    @staticmethod
+def _activation_of_output(name, fn, dydx, d2):
+    """An activation whose derivative is a function of its output y, dydx(y), with
+    d2(y) = d dydx / dy; backward is one fused op that is itself differentiable. The
+    formulas use only operators, so they run on arrays (backward) and on Tensors (double
+    backward) alike."""
+    def grad_forward(ctx, g, y):
+        ctx.save_for_backward(g, y)
+        return wrap(g._data * dydx(y._data))
+
+    def grad_backward(ctx, gg):
+        g, y = ctx.saved_tensors
+        return gg * dydx(y), gg * g * d2(y)
+
+    grad_op = type(name + "Grad", (Function,), {
+        "forward": staticmethod(grad_forward), "backward": staticmethod(grad_backward),
+        "__module__": __name__})
+
     def forward(ctx, a):
-        xp, x = xp_of(a), a._data
-        e = xp.exp(-xp.abs(x))  # exp of a non-positive number: no overflow, no cancellation
-        out = wrap(xp.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+        out = wrap(fn(xp_of(a), a._data))
         ctx.save_for_backward(out)
         return out
 
-    @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return SigmoidGrad.apply(g, y)
+        return grad_op.apply(g, y)
+
+    return type(name, (Function,), {"forward": staticmethod(forward),
+                                    "backward": staticmethod(backward), "__module__": __name__})
 
 
-class SigmoidGrad(Function):
-    """g * y * (1 - y) in one op (sigmoid's backward; itself differentiable)."""
-
-    @staticmethod
-    def forward(ctx, g, y):
-        ctx.save_for_backward(g, y)
-        yd = y._data
-        return wrap(g._data * yd * (1 - yd))
-
-    @staticmethod
-    def backward(ctx, gg):
-        g, y = ctx.saved_tensors
-        return gg * y * (1 - y), gg * g * (1 - 2 * y)
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))  # exp of a non-positive number: no overflow, no cancellation
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-class Tanh(Function):
-    @staticmethod
-    def forward(ctx, a):
-        out = wrap(xp_of(a).tanh(a._data))
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        y, = ctx.saved_tensors
-        return TanhGrad.apply(g, y)
-
-
-class TanhGrad(Function):
-    """g * (1 - y^2) in one op (tanh's backward; itself differentiable)."""
-
-    @staticmethod
-    def forward(ctx, g, y):
-        ctx.save_for_backward(g, y)
-        yd = y._data
-        return wrap(g._data * (1 - yd * yd))
-
-    @staticmethod
-    def backward(ctx, gg):
-        g, y = ctx.saved_tensors
-        return gg * (1 - y * y), gg * g * y * -2
+Sigmoid = _activation_of_output("Sigmoid", _sigmoid, lambda y: y * (1 - y), lambda y: 1 - 2 * y)
+Tanh = _activation_of_output("Tanh", lambda xp, x: xp.tanh(x), lambda y: 1 - y * y,
+                             lambda y: y * -2)
 
 
 def _erf(xp, x):
