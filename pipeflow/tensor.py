@@ -27,6 +27,8 @@ class Tensor:
     _accum_ref = None    # weakref to the leaf's AccumulateGrad node
     _hooks = None        # gradient hooks of a leaf
     _retains_grad = False
+    _base = None         # for a view: the tensor whose storage it shares
+    _view_fn = None      # ... and the view op's node, which can write a view back
     __array_ufunc__ = None  # numpy_array * tensor defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False):
@@ -181,6 +183,7 @@ class Tensor:
             t = ref()
             if t is not None:
                 t.grad = grad.detach() if t.grad is None else t.grad + grad.detach()
+        keep.runs_last = True  # sees what the other hooks made of the gradient (as PyTorch)
         self._retains_grad = True
         self.register_hook(keep)
 
@@ -367,16 +370,18 @@ class Tensor:
     # --- in-place ops ---------------------------------------------------------------------
     def _inplace(self, op, *args, ufunc=None):
         """Write ``op(self, *args)`` into this tensor's storage, keep autograd right: the
-        tensor takes over the op's history and its version counter moves on, so a node
-        that saved the old value notices. Outside autograd, a binary `ufunc` (name) writes
-        straight into the storage instead, with no temporary."""
+        tensor takes over the op's history (and so do the tensors it is a view of), and
+        its version counter moves on, so a node that saved the old value notices. Outside
+        autograd, a binary `ufunc` (name) writes straight into the storage, no temporary."""
         recording = state.enabled and (self._rg or any(isinstance(a, Tensor) and a._rg for a in args))
+        if not self._data.flags.writeable:
+            raise RuntimeError("unsupported operation: more than one element of the written-to "
+                               "tensor refers to a single memory location (an expanded tensor); "
+                               "clone() it first")
         if ufunc is not None and not recording:
             return self._ufunc_inplace(ufunc, *args)
         if recording:
-            if self.grad_fn is None and self._rg:
-                raise RuntimeError("a leaf Variable that requires grad is being used in an "
-                                   "in-place operation.")
+            self._check_inplace_allowed()
             out = op(_ops.copy.clone(self), *args)  # the op may save its input: give it a copy
         else:
             out = op(self, *args)
@@ -391,8 +396,24 @@ class Tensor:
         self._data[...] = result
         self._bump_version()
         if recording:
-            self.grad_fn, self._output_nr, self._rg = out.grad_fn, out._output_nr, True
+            self._adopt_history(out)
         return self
+
+    def _check_inplace_allowed(self):
+        t = self
+        while t is not None:
+            if t.grad_fn is None and t._rg:
+                raise RuntimeError(("a view of a leaf Variable" if t is not self else
+                                    "a leaf Variable") + " that requires grad is being used in "
+                                   "an in-place operation.")
+            t = t._base
+
+    def _adopt_history(self, new):
+        """This tensor's value is now `new`'s: take over its graph, then give every base this
+        tensor is a view of a graph that writes the new values into the view's place."""
+        self.grad_fn, self._output_nr, self._rg = new.grad_fn, new._output_nr, new._rg
+        if self._base is not None and (self._rg or self._base._rg):
+            self._base._adopt_history(self._view_fn.scatter_back(self._base, self))
 
     def _ufunc_inplace(self, ufunc, other, alpha=1):
         x = self._data

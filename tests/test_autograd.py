@@ -4,6 +4,7 @@ gradients, graph shapes, grad modes, in-place ops and version counters, gradchec
 PyTorch is the reference where a test compares numbers; those tests skip without it.
 """
 import functools
+import re
 import sys
 import threading
 
@@ -14,6 +15,14 @@ import pipeflow as pf
 from pipeflow.autograd import Function
 
 TORCH_REASON = "torch is the reference for this comparison"
+
+
+@pytest.fixture(autouse=True)
+def _restore_grad_mode():
+    """A test that leaves grad mode off (a library bug) must not break the tests after it."""
+    yield
+    if not pf.is_grad_enabled():
+        pf.set_grad_enabled(True)
 
 
 def _torch():
@@ -41,6 +50,11 @@ def npy(t):
     return np.asarray(t.numpy() if hasattr(t, "numpy") else t)
 
 
+def is_backward_of(node, op):
+    """Built-in nodes are named like PyTorch's ('MulBackward0'); 'MulBackward' is fine too."""
+    return re.fullmatch(op + r"Backward\d*", node.name()) is not None
+
+
 def close(a, b, rtol=1e-6, atol=1e-8):
     np.testing.assert_allclose(npy(a), npy(b), rtol=rtol, atol=atol)
 
@@ -60,9 +74,10 @@ def test_leaf_attributes():
 def test_grad_fn_names_and_propagation():
     x = pf.tensor([1.0, 2.0], requires_grad=True)
     c = pf.tensor([3.0, 4.0])
-    assert (x * c).grad_fn.name() == "MulBackward"
-    assert (x + c).grad_fn.name() == "AddBackward"
-    assert x.exp().grad_fn.name() == "ExpBackward"
+    assert is_backward_of((x * c).grad_fn, "Mul")
+    assert is_backward_of((x + c).grad_fn, "Add")
+    assert is_backward_of(x.exp().grad_fn, "Exp")
+    assert not is_backward_of((x * c).grad_fn, "Add")
     y = x * c
     assert y.requires_grad and not y.is_leaf and y.grad is None
     z = c * c  # nothing requires grad: no graph
@@ -207,6 +222,15 @@ def test_hooks_chain_in_registration_order():
     y.register_hook(lambda g: g * 10)
     y.sum().backward()
     np.testing.assert_allclose(npy(x.grad), [20.0])
+
+
+def test_leaf_hook_runs_once_with_the_summed_grad():
+    x = pf.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(npy(g).copy()))
+    (x * 2 + x * 3 + x).sum().backward()
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], [6.0, 6.0])
 
 
 def test_hook_handle_remove_leaf_and_non_leaf():
@@ -588,6 +612,26 @@ def test_grads_accumulate_over_two_backwards():
     np.testing.assert_allclose(npy(x.grad), [7.0, 11.0])
 
 
+def test_grad_accumulates_in_place():
+    # as in PyTorch, a later backward adds into the existing .grad tensor (not a new one)
+    x = pf.tensor([1.0, 2.0], requires_grad=True)
+    (x * 2).sum().backward()
+    g0 = x.grad
+    (x * 2).sum().backward()
+    assert x.grad is g0
+    np.testing.assert_allclose(npy(g0), [4.0, 4.0])
+
+
+def test_leaf_grads_do_not_alias_each_other_or_the_seed():
+    x = pf.tensor([1.0, 2.0], requires_grad=True)
+    w = pf.tensor([3.0, 4.0], requires_grad=True)
+    seed = pf.tensor([1.0, 1.0])
+    (x + w).backward(seed)  # add's backward hands the same gradient to both inputs
+    x.grad.zero_()  # what an optimizer's zero_grad(set_to_none=False) does
+    np.testing.assert_allclose(npy(w.grad), [1.0, 1.0])
+    np.testing.assert_allclose(npy(seed), [1.0, 1.0])
+
+
 def test_second_backward_through_freed_graph_raises():
     x = pf.tensor([1.0, 2.0], requires_grad=True)
     y = (x * x).sum()
@@ -682,7 +726,7 @@ def test_gradient_penalty_matches_torch():
     torch = _torch()
     xa, w1a, b1a, w2a = rand(5, 3, seed=1), rand(3, 4, seed=2), rand(4, seed=3), rand(4, 1, seed=4)
 
-    def run(lib, mk, const):
+    def run(lib, mk):
         x, w1, b1, w2 = mk(xa), mk(w1a), mk(b1a), mk(w2a)
         f = ((x @ w1 + b1).tanh() @ w2).tanh().sum()
         (gx,) = lib.autograd.grad(f, x, create_graph=True)
@@ -691,8 +735,8 @@ def test_gradient_penalty_matches_torch():
         loss.backward()
         return penalty, [t.grad for t in (x, w1, b1, w2)]
 
-    p, grads = run(pf, leaf, pf.tensor)
-    tp, tgrads = run(torch, functools.partial(tleaf, torch), torch.tensor)
+    p, grads = run(pf, leaf)
+    tp, tgrads = run(torch, functools.partial(tleaf, torch))
     close(p, tp)
     for g, tg in zip(grads, tgrads):
         close(g, tg, rtol=1e-5, atol=1e-10)
@@ -753,7 +797,7 @@ def test_deep_chain_no_recursion_error():
     y = x
     for _ in range(n):
         y = y * 1.0 + 0.0
-    assert sys.getrecursionlimit() < 2 * n * 2  # the engine must not recurse per node
+    assert sys.getrecursionlimit() < 2 * n  # so a per-node recursion would be caught
     y.sum().backward()
     np.testing.assert_allclose(npy(x.grad), [1.0])
     del y  # freeing the deep graph must not overflow either
@@ -763,10 +807,10 @@ def test_deep_chain_autograd_grad_with_create_graph():
     x = pf.tensor([2.0], dtype=pf.float64, requires_grad=True)
     y = x
     for _ in range(2000):
-        y = y + 0.001 * y * y / y.detach()  # d/dy = 1 + 0.002 * y / y_detached ~ const
+        y = y + 0.001 * y * y / y.detach()  # dy'/dy = 1 + 0.002 * y / y.detach() = 1.002
     (g,) = pf.autograd.grad(y.sum(), x, create_graph=True)
     assert g.requires_grad
-    assert np.isfinite(npy(g)).all()
+    np.testing.assert_allclose(npy(g), [1.002 ** 2000], rtol=1e-9)
 
 
 def test_backward_into_part_of_graph():
@@ -774,7 +818,7 @@ def test_backward_into_part_of_graph():
     w = pf.tensor([3.0, 4.0], requires_grad=True)
     a = x * 2
     b = a * w
-    a.sum().backward()  # b's branch is not part of this backward
+    a.sum().backward(retain_graph=True)  # b's branch is not part of this backward
     np.testing.assert_allclose(npy(x.grad), [2.0, 2.0])
     assert w.grad is None
     b.sum().backward()
@@ -895,6 +939,16 @@ def test_inference_mode_context_and_decorator():
     assert pf.is_grad_enabled()
 
 
+def test_grad_modes_accept_mode_keyword():
+    with pf.set_grad_enabled(mode=False):
+        assert not pf.is_grad_enabled()
+    with pf.inference_mode(mode=False):
+        assert pf.is_grad_enabled()
+    with pf.inference_mode(mode=True):
+        assert not pf.is_grad_enabled()
+    assert pf.is_grad_enabled()
+
+
 def test_grad_mode_restored_after_exception():
     with pytest.raises(ValueError):
         with pf.no_grad():
@@ -1005,7 +1059,7 @@ def test_iadd_on_non_leaf_matches_torch():
     def body(x, w):
         y = x * 2
         y += w
-        y *= y
+        y *= w
         y -= x
         y /= 2.0
         return y.sum()
@@ -1033,6 +1087,7 @@ def test_inplace_into_tensor_not_requiring_grad_matches_torch():
         buf = lib.zeros(3, dtype=lib.float64)
         buf.add_(w)
         buf.mul_(w)
+        buf[1] = w[0] * 2
         assert buf.requires_grad and buf.grad_fn is not None
         return buf.sum()
 
@@ -1045,7 +1100,7 @@ def test_inplace_changes_grad_fn_and_keeps_identity():
     before = y.grad_fn
     out = y.add_(1)
     assert out is y
-    assert y.grad_fn is not before and y.grad_fn.name() == "AddBackward"
+    assert y.grad_fn is not before and is_backward_of(y.grad_fn, "Add")
     assert not y.is_leaf
 
 
@@ -1060,6 +1115,15 @@ def test_inplace_on_leaf_requiring_grad_raises():
     with pytest.raises(RuntimeError, match=msg):
         x[0] = 5.0
     assert x.tolist() == [1.0, 2.0] and x.is_leaf
+
+
+def test_inplace_on_view_of_leaf_requiring_grad_raises():
+    x = pf.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        x[0].add_(1)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        x.reshape(4).mul_(2)
+    assert x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_inplace_on_leaf_allowed_under_no_grad():
@@ -1160,6 +1224,15 @@ def test_views_and_detach_share_version_counter():
     d.mul_(2)
     assert t._version == 2 and v._version == 2
     assert t.tolist() == [[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]
+
+
+def test_saved_tensor_modified_through_reshape_view_raises():
+    x = pf.tensor([1.0, 2.0], requires_grad=True)
+    c = pf.tensor([1.0, 2.0])
+    z = x * c  # mul saves c for x's gradient
+    c.reshape(1, 2).mul_(10)  # a view of c: c's version must move on
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
 
 
 # --------------------------------------------------------------------------------------
@@ -1286,9 +1359,6 @@ def test_requires_grad_on_integer_tensor_raises():
     with pytest.raises(RuntimeError):
         pf.zeros(2, dtype=pf.int64, requires_grad=True)
     i.requires_grad = False  # turning it off is fine
-
-
-def test_integer_results_never_require_grad():
     x = pf.tensor([1.0, 3.0, 2.0], requires_grad=True)
     assert not x.argmax().requires_grad
     assert not (x > 1).requires_grad

@@ -1,4 +1,5 @@
 """The backward engine: runs the graph's nodes in dependency order, summing gradients."""
+import sys
 import weakref
 
 from . import function
@@ -15,26 +16,30 @@ class AccumulateGrad(Node):
     def name(self):
         return "AccumulateGrad"
 
-    def accumulate(self, grad):
-        leaf = self.variable
-        for hook in leaf._hooks or ():
-            new = hook(grad)
-            grad = grad if new is None else new
+    def accumulate(self, slot):
+        """Add the gradient in `slot` (the engine's one-item buffer, handed over so that
+        no reference to the gradient is left behind) into ``leaf.grad``."""
+        grad, leaf = slot.pop(), self.variable
+        if leaf._hooks:
+            grad = _apply_hooks(leaf._hooks, grad)
         if grad._data.shape != leaf._data.shape:
             raise RuntimeError(f"gradient of shape {list(grad.shape)} does not match the leaf "
                                f"tensor's shape {list(leaf.shape)}")
         if grad._data.dtype != leaf._data.dtype:
             grad = grad.to(leaf.dtype)
-        if leaf.grad is None:
-            if not state.enabled:  # own the memory, so an in-place update of .grad aliases nothing
-                data = grad._data
-                if data.base is not None or not data.flags.c_contiguous:
-                    grad = grad.__class__._wrap(data.copy())
-                elif grad._rg:
-                    grad = grad.detach()
-            leaf.grad = grad
-        else:
+        if state.enabled:  # create_graph: the gradient keeps its own graph
+            leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+        elif leaf.grad is None:
+            # Keep the gradient itself only when nothing else can see its memory (as PyTorch
+            # does): .grad is updated in place later, and must alias no other tensor.
+            owned = (sys.getrefcount(grad) <= 2 and sys.getrefcount(grad._data) <= 2
+                     and grad._data.base is None and grad._data.flags.c_contiguous
+                     and grad._data.flags.writeable and not grad._rg)
+            leaf.grad = grad if owned else grad.__class__._wrap(grad._data.copy())
+        elif leaf.grad._rg or not leaf.grad._data.flags.writeable:
             leaf.grad = leaf.grad + grad
+        else:
+            leaf.grad._data += grad._data
 
 
 def accumulator_of(leaf):
@@ -125,7 +130,7 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
                     continue
             if node.__class__ is AccumulateGrad:
                 if grads_out is not None:
-                    node.accumulate(grads_out[0])
+                    node.accumulate(grads_out)
                 continue
             grads_in = _call_backward(node, grads_out) if grads_out is not None else None
             if node._saved and not retain_graph:
@@ -142,6 +147,7 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
                 deps[child] = left
                 if not left:
                     ready.append(child)
+            grads_out = grads_in = g = None  # AccumulateGrad keeps unshared gradients uncopied
     finally:
         state.enabled = prev
     if captures is not None:
@@ -158,10 +164,16 @@ def _nones(node):
 
 def _run_pre_hooks(node, grads_out):
     for nr, hooks in node._pre_hooks.items():
-        for hook in hooks:
-            if grads_out[nr] is not None:
-                new = hook(grads_out[nr])
-                grads_out[nr] = grads_out[nr] if new is None else new
+        if grads_out[nr] is not None:
+            grads_out[nr] = _apply_hooks(hooks, grads_out[nr])
+
+
+def _apply_hooks(hooks, grad):
+    """Each hook sees the gradient and may return a replacement; retain_grad's runs last."""
+    for hook in sorted(hooks, key=lambda h: getattr(h, "runs_last", False)):
+        new = hook(grad)
+        grad = grad if new is None else new
+    return grad
 
 
 def _call_backward(node, grads_out):

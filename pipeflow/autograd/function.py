@@ -4,8 +4,6 @@
 requires grad, ``ctx`` (an instance of MyFn) becomes the output's ``grad_fn``: a node of the
 backward graph that remembers its inputs' nodes (``next_functions``) and the tensors it saved.
 """
-import weakref
-
 from .grad_mode import state
 
 accumulator_of = None  # set by .engine (which imports this module)
@@ -25,12 +23,11 @@ class SavedOutput:
 
 class RemovableHandle:
     def __init__(self, hooks, fn):
-        self._hooks, self._fn = weakref.ref(hooks), fn
+        self._hooks, self._fn = hooks, fn
 
     def remove(self):
-        hooks = self._hooks()
-        if hooks is not None and self._fn in hooks:
-            hooks.remove(self._fn)
+        if any(h is self._fn for h in self._hooks):
+            self._hooks.remove(self._fn)
 
 
 class Node:
@@ -123,19 +120,27 @@ class Function(Node):
                 if isinstance(a, Tensor) and a._data.dtype.kind == "V":
                     return _apply_in_float32(cls, args)
         ctx = cls.__new__(cls)
-        if not state.enabled:
-            return cls.forward(ctx, *args)
-        state.enabled = False  # forward itself is not recorded
-        try:
+        if state.enabled:
+            ctx.needs_input_grad = needs = tuple([isinstance(a, Tensor) and a._rg for a in args])
+            state.enabled = False  # forward itself is not recorded
+            try:
+                out = cls.forward(ctx, *args)
+            finally:
+                state.enabled = True
+        else:
+            ctx.needs_input_grad = needs = (False,) * len(args)
             out = cls.forward(ctx, *args)
-        finally:
-            state.enabled = True
-        needs = tuple([isinstance(a, Tensor) and a._rg for a in args])
+        if ctx.is_view:  # the output shares storage with input 0 (recorded or not)
+            out._vc, out._base, out._view_fn = args[0]._shared_version(), args[0], ctx
         return ctx._record(args, needs, out) if True in needs else out
+
+    def scatter_back(self, base, view):
+        """For a view op: `base` with `view`'s values written where the view lies
+        (differentiable), so that an in-place op on a view updates the base's history."""
+        raise NotImplementedError(f"{self.name()} does not support in-place ops on its views")
 
     def _record(self, args, needs, out):
         """Make this ctx the grad_fn of `out` (a Tensor or a tuple of Tensors)."""
-        self.needs_input_grad = needs
         self.next_functions = tuple([
             ((a.grad_fn, a._output_nr) if a.grad_fn is not None else (accumulator_of(a), 0))
             if n else _NO_EDGE for a, n in zip(args, needs)])
@@ -152,8 +157,6 @@ class Function(Node):
                     break
             if o._data.dtype.kind in "fV" and not (non_diff and any(o is n for n in non_diff)):
                 o.grad_fn, o._output_nr, o._rg = self, nr, True
-        if self.is_view:
-            outs[0]._vc = args[0]._shared_version()
         if self._to_save:
             self._saved = tuple([_saved_entry(t, outs) for t in self._to_save])
             self._to_save = ()

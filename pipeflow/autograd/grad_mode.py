@@ -20,7 +20,7 @@ class _GradMode:
 
     mode = True
 
-    def __new__(cls, *args):
+    def __new__(cls, *args, **kwargs):
         if cls is not set_grad_enabled and len(args) == 1 and callable(args[0]):
             return cls()(args[0])
         return super().__new__(cls)
@@ -61,8 +61,8 @@ class inference_mode(_GradMode):
 
 
 class set_grad_enabled(_GradMode):
-    """``set_grad_enabled(False)`` switches at once when called, and restores the
-    previous mode when used as a context manager."""
+    """``set_grad_enabled(False)`` switches at once when called, restores the previous
+    mode when used as a context manager, and as a decorator switches only inside calls."""
 
     def __init__(self, mode):
         self.prev, self.mode = state.enabled, bool(mode)
@@ -70,3 +70,7 @@ class set_grad_enabled(_GradMode):
 
     def __enter__(self):
         pass
+
+    def __call__(self, fn):
+        state.enabled = self.prev  # decorating must not switch the mode for good
+        return super().__call__(fn)

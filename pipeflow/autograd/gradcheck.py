@@ -24,8 +24,11 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     for t in wrt:
         if t._data.dtype != np.float64:
             raise GradcheckError(f"gradcheck needs float64 inputs, got {t.dtype}")
-    outputs = [o for o in _flat_outputs(fn(*inputs)) if o._rg]
-    positions = [i for i, o in enumerate(_flat_outputs(fn(*inputs))) if o._rg]
+    # Every float output counts: one that does not require grad has a zero analytic
+    # Jacobian, which is only right if the numerical one is zero too.
+    all_outputs = _flat_outputs(fn(*inputs))
+    positions = [i for i, o in enumerate(all_outputs) if o._data.dtype.kind == "f"]
+    outputs = [all_outputs[i] for i in positions]
     numeric = [[np.zeros((o._data.size, t._data.size)) for t in wrt] for o in outputs]
     for j, t in enumerate(wrt):  # (with grad on: fn may itself differentiate, gradgradcheck)
         flat = t._data.reshape(-1)  # a view: perturb the input in place
@@ -43,7 +46,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
         for r in range(out._data.size):
             seed = out.new_zeros(out._data.shape)
             seed._data.reshape(-1)[r] = 1.0
-            analytic = grad(out, wrt, seed, retain_graph=True, allow_unused=True)
+            analytic = grad(out, wrt, seed, retain_graph=True, allow_unused=True) if out._rg \
+                else [None] * len(wrt)
             for j, (t, g) in enumerate(zip(wrt, analytic)):
                 a = np.zeros(t._data.size) if g is None else _to_numpy(g).reshape(-1)
                 n = numeric[k][j][r]
@@ -73,6 +77,6 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tr
     def first_grads(*args):
         _, w = _tensors(args)
         outs = [o for o in _flat_outputs(fn(*args)) if o._rg]
-        gs = grad(outs, w, vs, create_graph=True, allow_unused=True)
-        return tuple(g for g in gs if g is not None)
+        gs = grad(outs, w, vs, create_graph=True, allow_unused=True, materialize_grads=True)
+        return tuple(gs)
     return gradcheck(first_grads, inputs, eps, atol, rtol, raise_exception)

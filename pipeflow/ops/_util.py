@@ -88,13 +88,24 @@ def sum_to(g, shape):
 
 
 def grad_for(g, t):
-    """`g` shaped and typed as input `t` (undoing broadcasting and promotion)."""
-    if not isinstance(t, Tensor):
+    """`g` shaped and typed as input `t` (undoing broadcasting and promotion); None when
+    `t` is not a tensor."""
+    return fit(g, meta(t))
+
+
+def meta(t):
+    """What `fit` needs of an input: its (shape, dtype), or None for a non-tensor."""
+    return (t._data.shape, t._data.dtype) if isinstance(t, Tensor) else None
+
+
+def fit(g, shape_dtype):
+    if shape_dtype is None:
         return None
-    if g._data.shape != t._data.shape:
-        g = sum_to(g, t._data.shape)
-    if g._data.dtype != t._data.dtype:
-        g = g.to(t.dtype)
+    shape, dtype = shape_dtype
+    if g._data.shape != shape:
+        g = sum_to(g, shape)
+    if g._data.dtype != dtype:
+        g = g.to(dtype)
     return g
 
 

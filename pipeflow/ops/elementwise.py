@@ -1,5 +1,5 @@
 """Elementwise arithmetic, powers, exponentials, clamping and selection (broadcasting)."""
-from ._util import Function, Tensor, grad_for, operands, wrap, xp_of
+from ._util import Function, Tensor, fit, grad_for, meta, operands, wrap, xp_of
 from .. import backend
 
 
@@ -7,26 +7,26 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         x, y = operands(a, b)
-        ctx.save_for_backward(a, b)
+        ctx.metas = meta(a), meta(b)  # backward needs only shapes: inputs may change in place
         return wrap(x + y)
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        return grad_for(g, a), grad_for(g, b)
+        ma, mb = ctx.metas
+        return fit(g, ma), fit(g, mb)
 
 
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         x, y = operands(a, b)
-        ctx.save_for_backward(a, b)
+        ctx.metas = meta(a), meta(b)
         return wrap(x - y)
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        return grad_for(g, a), (grad_for(-g, b) if ctx.needs_input_grad[1] else None)
+        ma, mb = ctx.metas
+        return fit(g, ma), (fit(-g, mb) if ctx.needs_input_grad[1] else None)
 
 
 class Mul(Function):

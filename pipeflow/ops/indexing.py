@@ -36,16 +36,24 @@ def add_at(xp, target, index, values):
 
 class GetItem(Function):
     bfloat16_in_float32 = False  # moves data: no arithmetic
+    is_view = True  # with basic indexing only
 
     @staticmethod
     def forward(ctx, a, index):
         index = _index_arrays(index, a)
         ctx.shape, ctx.index = a._data.shape, index
+        if not _is_basic(index):
+            ctx.is_view = False
+        elif Ellipsis not in index:
+            index += (Ellipsis,)  # a 0-d view, not a NumPy scalar copy, for a single element
         return wrap(a._data[index])
 
     @staticmethod
     def backward(ctx, g):
         return IndexAdd.apply(g, ctx.shape, ctx.index), None
+
+    def scatter_back(self, base, view):
+        return IndexPut.apply(base, self.index, view)
 
 
 class IndexAdd(Function):
@@ -68,10 +76,7 @@ class IndexAdd(Function):
 
 
 def getitem(a, index):
-    out = GetItem.apply(a, index)
-    if _is_basic(index if isinstance(index, tuple) else (index,)):
-        out._vc = a._shared_version()  # a basic index gives a view of the same storage
-    return out
+    return GetItem.apply(a, index)
 
 
 class IndexPut(Function):

@@ -28,11 +28,17 @@ class Reshape(Function):
     def forward(ctx, a, shape):
         x = a._data
         ctx.shape = x.shape
-        return wrap(x.reshape(_infer_shape(shape, x.size)))
+        out = x.reshape(_infer_shape(shape, x.size))
+        if not xp_of(a).may_share_memory(out, x):
+            ctx.is_view = False  # a non-contiguous input was copied
+        return wrap(out)
 
     @staticmethod
     def backward(ctx, g):
         return g.reshape(ctx.shape), None
+
+    def scatter_back(self, base, view):
+        return view.reshape(self.shape)
 
 
 def reshape(a, *shape):
@@ -91,10 +97,16 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, g):
-        inverse = [0] * len(ctx.dims)
-        for i, d in enumerate(ctx.dims):
+        return g.permute(ctx.inverse()), None
+
+    def inverse(self):
+        inverse = [0] * len(self.dims)
+        for i, d in enumerate(self.dims):
             inverse[d] = i
-        return g.permute(inverse), None
+        return inverse
+
+    def scatter_back(self, base, view):
+        return view.permute(self.inverse())
 
 
 def permute(a, *dims):
