@@ -66,7 +66,7 @@ def to_numpy(d):
     """Any dtype spelling (pipeflow dtype, NumPy dtype, name, Python type) -> NumPy dtype."""
     if d is None:
         return None
-    if isinstance(d, dtype):
+    if d.__class__ is dtype:
         return d.np
     if isinstance(d, str):
         if d.startswith("pipeflow."):

@@ -1,4 +1,6 @@
 """Creating tensors: from data, filled, ranges, random, and like another tensor."""
+import contextlib
+
 import numpy as np
 
 from . import backend, dtypes
@@ -14,7 +16,9 @@ def _finish(array, requires_grad):
 
 
 def _device(device):
-    return backend.CPU if device is None else backend.device(device)
+    if device is None:
+        return backend.CPU
+    return device if isinstance(device, backend.device) else backend.device(device)
 
 
 def as_array(data, np_dtype=None, dev=None, copy=False):
@@ -81,25 +85,20 @@ def from_dlpack(obj):
 
 def _filled(fill, size, dtype, device, requires_grad, default=None):
     np_dtype = dtypes.to_numpy(dtype) or default or dtypes.default_float.np
-    xp = backend.module_for(_device(device))
-    with _on(device):
-        return _finish(fill(xp, tuple(_sizes(size)), np_dtype), requires_grad)
+    dev = _device(device)
+    if dev.type == "cpu":
+        return _finish(fill(np, tuple(_sizes(size)), np_dtype), requires_grad)
+    with _on(dev):
+        return _finish(fill(backend.module_for(dev), tuple(_sizes(size)), np_dtype),
+                       requires_grad)
 
 
-class _on:
-    """Allocate on the right GPU for cuda:N."""
-
-    def __init__(self, device):
-        dev = _device(device)
-        self.ctx = backend.cupy.cuda.Device(dev.index) if dev.type == "cuda" else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
+def _on(dev):
+    """A context that allocates on the GPU of cuda:N (nothing to do for the CPU)."""
+    if dev.type == "cpu":
+        return contextlib.nullcontext()
+    backend.require_cuda(f"device {dev}")
+    return backend.cupy.cuda.Device(dev.index)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):

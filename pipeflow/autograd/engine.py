@@ -65,13 +65,16 @@ def register_hook(tensor, fn):
 
 def _graph(roots):
     """Number of incoming edges of every node reachable from `roots`."""
-    deps, stack, seen = {}, list(roots), set(roots)
+    deps, stack, root_set = {}, list(roots), set(roots)
     while stack:
         for child, _ in stack.pop().next_functions:
-            if child is not None:
-                deps[child] = deps.get(child, 0) + 1
-                if child not in seen:
-                    seen.add(child)
+            if child is None:
+                continue
+            if child in deps:
+                deps[child] += 1
+            else:
+                deps[child] = 1
+                if child not in root_set:  # a root is walked from already
                     stack.append(child)
     return deps
 

@@ -68,11 +68,16 @@ def _with_scalar(x, value):
 
 
 def same_device(*tensors):
-    devices = {t.device for t in tensors if isinstance(t, Tensor)}
-    if len(devices) > 1:
-        a, b = sorted(devices, key=str)[:2]
-        raise RuntimeError("Expected all tensors to be on the same device, but found at least "
-                           f"two devices, {a} and {b}!")
+    """Raise PyTorch's error when tensors (non-tensors are skipped) are on different devices."""
+    first = None
+    for t in tensors:
+        if isinstance(t, Tensor):
+            if first is None:
+                first = t
+            elif t._data.__class__ is not first._data.__class__ or (
+                    t._data.__class__ is not np.ndarray and t._data.device != first._data.device):
+                raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                                   f"least two devices, {first.device} and {t.device}!")
 
 
 def sum_to(g, shape):

@@ -40,24 +40,27 @@ class MatMul(Function):
 def matmul(a, b):
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError("matmul expects two tensors")
-    if a.ndim == 0 or b.ndim == 0:
+    sa, sb = a._data.shape, b._data.shape
+    if not sa or not sb:
         raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
-                           f"{a.ndim}D and {b.ndim}D")
-    if a._data.shape[-1] != b._data.shape[-2 if b.ndim > 1 else 0]:
+                           f"{len(sa)}D and {len(sb)}D")
+    if sa[-1] != sb[-2 if len(sb) > 1 else 0]:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_shape(a)} and "
                            f"{_shape(b)})")
-    if a.ndim > 2 and b.ndim > 2:
+    if len(sa) > 2 and len(sb) > 2:
         try:
-            np.broadcast_shapes(a._data.shape[:-2], b._data.shape[:-2])
+            np.broadcast_shapes(sa[:-2], sb[:-2])
         except ValueError:
             raise RuntimeError(f"matmul: batch dimensions of {_shape(a)} and {_shape(b)} do not "
                                "broadcast") from None
-    if a.ndim > 1 and b.ndim > 1:
+    if len(sa) > 1 and len(sb) > 1:
         return MatMul.apply(a, b)
-    out = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
-    if b.ndim == 1:
+    # 1-D operands: a row (or column) matrix for the product, squeezed out of the result
+    out = MatMul.apply(a.unsqueeze(0) if len(sa) == 1 else a,
+                       b.unsqueeze(-1) if len(sb) == 1 else b)
+    if len(sb) == 1:
         out = out.squeeze(-1)
-    return out.squeeze(-2 if b.ndim > 1 else -1) if a.ndim == 1 else out
+    return out.squeeze(-2 if len(sb) > 1 else -1) if len(sa) == 1 else out
 
 
 def _shape(t):
