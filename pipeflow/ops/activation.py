@@ -175,14 +175,19 @@ def softplus(a, beta=1.0, threshold=20.0):
     return Softplus.apply(a, beta, threshold)
 
 
+def _shifted_exp(xp, x, dim):
+    """x - max(x), its exp and the exp's sum along `dim`: softmax without overflow."""
+    shifted = x - x.max(axis=dim, keepdims=True)
+    e = xp.exp(shifted)
+    return shifted, e, e.sum(axis=dim, keepdims=True)
+
+
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, dim):
-        xp, x = xp_of(a), a._data
-        dim = norm_dim(dim, x.ndim)
-        e = xp.exp(x - x.max(axis=dim, keepdims=True))
-        out = wrap(e / e.sum(axis=dim, keepdims=True))
-        ctx.dim = dim
+        ctx.dim = norm_dim(dim, a._data.ndim)
+        _, e, total = _shifted_exp(xp_of(a), a._data, ctx.dim)
+        out = wrap(e / total)
         ctx.save_for_backward(out)
         return out
 
@@ -195,11 +200,10 @@ class Softmax(Function):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, dim):
-        xp, x = xp_of(a), a._data
-        dim = norm_dim(dim, x.ndim)
-        shifted = x - x.max(axis=dim, keepdims=True)
-        out = wrap(shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True)))
-        ctx.dim = dim
+        ctx.dim = norm_dim(dim, a._data.ndim)
+        xp = xp_of(a)
+        shifted, _, total = _shifted_exp(xp, a._data, ctx.dim)
+        out = wrap(shifted - xp.log(total))
         ctx.save_for_backward(out)
         return out
 
