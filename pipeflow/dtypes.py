@@ -74,8 +74,8 @@ def to_numpy(d):
         if d in _BY_NAME:
             return _BY_NAME[d].np
         raise TypeError(f"unknown dtype name {d!r}")
-    if d is float:
-        return default_float.np
+    if d is float:  # as in PyTorch, the Python types name the 64-bit dtypes
+        return float64.np
     return from_numpy_dtype(d).np
 
 

@@ -200,7 +200,8 @@ class Tensor:
         for a in args + tuple(kwargs.values()):
             if isinstance(a, Tensor):
                 device, dtype = a.device, a.dtype
-            elif isinstance(a, (dtypes.dtype, np.dtype)) or a in (float, int, bool):
+            elif isinstance(a, (dtypes.dtype, np.dtype)) or a in (float, int, bool) or (
+                    isinstance(a, type) and issubclass(a, np.generic)):
                 dtype = a
             elif isinstance(a, bool):
                 non_blocking = a
