@@ -1,5 +1,5 @@
 """Elementwise arithmetic, powers, exponentials, clamping and selection (broadcasting)."""
-from ._util import Function, Tensor, fit, grad_for, meta, operands, wrap, xp_of
+from ._util import Function, Tensor, fit, grad_for, meta, operands, same_device, wrap, xp_of
 from .. import backend
 
 
@@ -205,6 +205,7 @@ def minimum(a, b):
 class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
+        same_device(cond, a, b)
         if isinstance(a, Tensor):
             x, y = operands(a, b)
         else:

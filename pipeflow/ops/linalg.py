@@ -3,7 +3,7 @@ import string
 
 import numpy as np
 
-from ._util import Function, Tensor, operands, sum_to, wrap, xp_of
+from ._util import Function, Tensor, operands, same_device, sum_to, wrap, xp_of
 
 
 def _t(x, transposed):
@@ -112,6 +112,7 @@ def _parse_einsum(equation, operands):
 class Einsum(Function):
     @staticmethod
     def forward(ctx, equation, *tensors):
+        same_device(*tensors)
         ins, out = _parse_einsum(equation, tensors)
         ctx.ins, ctx.out = ins, out
         ctx.save_for_backward(*tensors)
