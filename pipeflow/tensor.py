@@ -1,5 +1,7 @@
 """Tensor: an n-dimensional array on a device (NumPy on "cpu", CuPy on "cuda") that can
 record the operations made with it, so that ``backward()`` computes gradients."""
+import contextlib
+
 import numpy as np
 
 from . import backend, dtypes
@@ -342,10 +344,17 @@ class Tensor:
     __hash__ = object.__hash__
 
     # --- new tensors like this one --------------------------------------------------------
-    def _like(self, fn, size, dtype, device, requires_grad, *args):
+    def _like(self, fn, size, dtype, device, requires_grad):
+        """A new tensor from the factory `fn` ('zeros', 'ones', 'empty'), with this
+        tensor's dtype and device unless told otherwise."""
+        if dtype is None and device is None:  # the common case, kept cheap (engine, ops)
+            x = self._data
+            xp = backend.array_module(x)
+            with contextlib.nullcontext() if xp is np else x.device:
+                t = Tensor._wrap(getattr(xp, fn)(_sizes(size), x.dtype))
+            return t.requires_grad_() if requires_grad else t
         from . import factories
-        return getattr(factories, fn)(*args, *_sizes(size),
-                                      dtype=self.dtype if dtype is None else dtype,
+        return getattr(factories, fn)(*_sizes(size), dtype=self.dtype if dtype is None else dtype,
                                       device=self.device if device is None else device,
                                       requires_grad=requires_grad)
 

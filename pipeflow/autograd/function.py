@@ -128,7 +128,8 @@ class Function(Node):
             finally:
                 state.enabled = True
         else:
-            ctx.needs_input_grad = needs = (False,) * len(args)
+            n = len(args)
+            ctx.needs_input_grad = needs = _NO_NEEDS[n] if n < 8 else (False,) * n
             out = cls.forward(ctx, *args)
         if ctx.is_view:  # the output shares storage with input 0 (recorded or not)
             out._vc, out._base, out._view_fn = args[0]._shared_version(), args[0], ctx
@@ -164,6 +165,7 @@ class Function(Node):
 
 
 _NO_EDGE = (None, 0)
+_NO_NEEDS = tuple((False,) * n for n in range(8))
 
 
 def _apply_in_float32(cls, args):
