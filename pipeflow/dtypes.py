@@ -97,11 +97,22 @@ def result_type(a, b):
         if cat <= _category(a.dtype):
             return a.dtype
         return np.dtype(np.int64) if cat == 1 else default_float.np
-    ca, cb = _category(a.dtype), _category(b.dtype)
+    if _category(a.dtype) == _category(b.dtype):
+        if a.ndim == 0 and b.ndim > 0:
+            return b.dtype
+        if b.ndim == 0 and a.ndim > 0:
+            return a.dtype
+    return promote_types(a.dtype, b.dtype)
+
+
+def promote_types(a, b):
+    """PyTorch's promotion of two NumPy dtypes of operands with dimensions."""
+    ca, cb = _category(a), _category(b)
     if ca != cb:
-        return a.dtype if ca > cb else b.dtype
-    if a.ndim == 0 and b.ndim > 0:
-        return b.dtype
-    if b.ndim == 0 and a.ndim > 0:
-        return a.dtype
-    return np.promote_types(a.dtype, b.dtype)
+        return a if ca > cb else b
+    if a == b:
+        return a
+    if a.kind == "V" or b.kind == "V":  # bfloat16 with float16 -> float32, else the wider
+        return max(a, b, key=lambda d: (d.itemsize, d.kind != "V")) \
+            if max(a.itemsize, b.itemsize) > 2 else np.dtype(np.float32)
+    return np.promote_types(a, b)

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import backend, dtypes
 from .autograd import engine, function
-from .autograd.grad_mode import state
+from .autograd.grad_mode import enable_grad, state
 
 
 class Size(tuple):
@@ -31,6 +31,7 @@ class Tensor:
     _retains_grad = False
     _base = None         # for a view: the tensor whose storage it shares
     _view_fn = None      # ... and the view op's node, which can write a view back
+    _history_version = 0  # for a view: the storage version its grad_fn accounts for
     __array_ufunc__ = None  # numpy_array * tensor defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False):
@@ -153,9 +154,22 @@ class Tensor:
 
     def _grad_edge(self):
         """(node, output number) through which gradient flows back into this tensor."""
+        if self._base is not None and self._history_version != self._vc[0]:
+            self._replay_view()
         if self.grad_fn is not None:
             return self.grad_fn, self._output_nr
         return engine.accumulator_of(self), 0
+
+    def _replay_view(self):
+        """The shared storage was written in place since this view's history was set, maybe
+        through its base or another view: take the view again from the base, whose history
+        covers every write (as PyTorch does)."""
+        base = self._base
+        if base._rg:
+            with enable_grad():
+                fresh = type(self._view_fn).apply(base, *self._view_fn.view_args)
+            self.grad_fn, self._output_nr, self._rg = fresh.grad_fn, fresh._output_nr, True
+        self._history_version = self._vc[0]
 
     def detach(self):
         t = Tensor._wrap(self._data)
@@ -422,6 +436,7 @@ class Tensor:
         """This tensor's value is now `new`'s: take over its graph, then give every base this
         tensor is a view of a graph that writes the new values into the view's place."""
         self.grad_fn, self._output_nr, self._rg = new.grad_fn, new._output_nr, new._rg
+        self._history_version = self._version
         if self._base is not None and (self._rg or self._base._rg):
             self._base._adopt_history(self._view_fn.scatter_back(self._base, self))
 
@@ -488,6 +503,7 @@ class Tensor:
     __isub__ = sub_
     __imul__ = mul_
     __itruediv__ = div_
+    __ipow__ = pow_
 
     # --- arithmetic -----------------------------------------------------------------------
     def __add__(self, other):
@@ -536,8 +552,14 @@ class Tensor:
     def __floordiv__(self, other):
         return _ops.elementwise.floor_divide(self, other)
 
+    def __rfloordiv__(self, other):
+        return _ops.elementwise.floor_divide(other, self)
+
     def __mod__(self, other):
         return _ops.elementwise.remainder(self, other)
+
+    def __rmod__(self, other):
+        return _ops.elementwise.remainder(other, self)
 
     def __eq__(self, other):
         return _ops.elementwise.compare("equal", self, other)

@@ -2,7 +2,6 @@
 import sys
 import weakref
 
-from . import function
 from .function import Node, RemovableHandle
 from .grad_mode import state
 
@@ -51,7 +50,6 @@ def accumulator_of(leaf):
     return node
 
 
-function.accumulator_of = accumulator_of
 
 
 def register_hook(tensor, fn):

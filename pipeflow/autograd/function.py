@@ -6,7 +6,6 @@ backward graph that remembers its inputs' nodes (``next_functions``) and the ten
 """
 from .grad_mode import state
 
-accumulator_of = None  # set by .engine (which imports this module)
 
 Tensor = None  # set by pipeflow.tensor (import cycle: a Tensor's ops are Functions)
 
@@ -132,7 +131,9 @@ class Function(Node):
             ctx.needs_input_grad = needs = _NO_NEEDS[n] if n < 8 else (False,) * n
             out = cls.forward(ctx, *args)
         if ctx.is_view:  # the output shares storage with input 0 (recorded or not)
+            ctx.view_args = args[1:]
             out._vc, out._base, out._view_fn = args[0]._shared_version(), args[0], ctx
+            out._history_version = out._vc[0]
         return ctx._record(args, needs, out) if True in needs else out
 
     def scatter_back(self, base, view):
@@ -143,8 +144,8 @@ class Function(Node):
     def _record(self, args, needs, out):
         """Make this ctx the grad_fn of `out` (a Tensor or a tuple of Tensors)."""
         self.next_functions = tuple([
-            ((a.grad_fn, a._output_nr) if a.grad_fn is not None else (accumulator_of(a), 0))
-            if n else _NO_EDGE for a, n in zip(args, needs)])
+            ((a.grad_fn, a._output_nr) if a.grad_fn is not None and a._base is None
+             else a._grad_edge()) if n else _NO_EDGE for a, n in zip(args, needs)])
         single = out.__class__ is not tuple
         outs = [out] if single else list(out)
         if not single:

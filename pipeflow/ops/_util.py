@@ -67,6 +67,11 @@ def _with_scalar(x, value):
     return x, value
 
 
+def as_float(x):
+    """An integer or boolean array as the default float (float ops on them, as PyTorch)."""
+    return x if x.dtype.kind in "fV" else x.astype(result_type(x, 0.0))
+
+
 def same_device(*tensors):
     """Raise PyTorch's error when tensors (non-tensors are skipped) are on different devices."""
     first = None
@@ -122,9 +127,11 @@ def norm_dim(dim, ndim):
 
 
 def norm_dims(dim, ndim):
-    """None -> all axes; int or sequence -> sorted tuple of non-negative axes."""
-    if dim is None:
+    """None or () -> all axes; int or sequence -> sorted tuple of non-negative axes (a 0-d
+    tensor has none: its dim 0 / -1 reduce nothing, as in PyTorch)."""
+    if dim is None or (not isinstance(dim, int) and len(dim) == 0):
         return tuple(range(ndim))
     if isinstance(dim, int):
         dim = (dim,)
-    return tuple(sorted(norm_dim(d, ndim) for d in dim))
+    axes = tuple(sorted(norm_dim(d, ndim) for d in dim))
+    return axes if ndim else ()

@@ -1,7 +1,7 @@
 """Activation functions and (log-)softmax."""
 import math
 
-from ._util import Function, norm_dim, wrap, xp_of
+from ._util import Function, as_float, norm_dim, wrap, xp_of
 from .elementwise import where
 
 
@@ -63,7 +63,7 @@ def _activation_of_output(name, fn, dydx, d2):
         "__module__": __name__})
 
     def forward(ctx, a):
-        out = wrap(fn(xp_of(a), a._data))
+        out = wrap(fn(xp_of(a), as_float(a._data)))
         ctx.save_for_backward(out)
         return out
 
@@ -100,7 +100,7 @@ class Gelu(Function):
     def forward(ctx, a, approximate):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-        xp, x = xp_of(a), a._data
+        xp, x = xp_of(a), as_float(a._data)
         ctx.save_for_backward(a, approximate)
         if approximate == "tanh":
             return wrap(0.5 * x * (1 + xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))
@@ -122,7 +122,7 @@ class Erf(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return wrap(_erf(xp_of(a), a._data))
+        return wrap(_erf(xp_of(a), as_float(a._data)))
 
     @staticmethod
     def backward(ctx, g):
@@ -139,7 +139,7 @@ class Softplus(Function):
 
     @staticmethod
     def forward(ctx, a, beta, threshold):
-        xp, x = xp_of(a), a._data
+        xp, x = xp_of(a), as_float(a._data)
         ctx.save_for_backward(a, beta, threshold)
         bx = x * beta
         return wrap(xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype))
@@ -177,7 +177,8 @@ def softplus(a, beta=1.0, threshold=20.0):
 
 def _shifted_exp(xp, x, dim):
     """x - max(x), its exp and the exp's sum along `dim`: softmax without overflow."""
-    shifted = x - x.max(axis=dim, keepdims=True)
+    x = as_float(x)
+    shifted = x - (x.max(axis=dim, keepdims=True) if x.size else 0)
     e = xp.exp(shifted)
     return shifted, e, e.sum(axis=dim, keepdims=True)
 

@@ -1,5 +1,8 @@
 """Elementwise arithmetic, powers, exponentials, clamping and selection (broadcasting)."""
-from ._util import Function, Tensor, fit, grad_for, meta, operands, same_device, wrap, xp_of
+import numpy as np
+
+from ._util import (Function, Tensor, as_float, fit, grad_for, meta, operands, same_device, wrap,
+                    xp_of)
 from .. import backend
 
 
@@ -33,15 +36,17 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         x, y = operands(a, b)
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad
+        ctx.metas = meta(a), meta(b)
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)  # only what is used
         return wrap(x * y)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        return (grad_for(g * b, a) if need_a else None,
-                grad_for(g * a, b) if need_b else None)
+        ma, mb = ctx.metas
+        return fit(g * b, ma) if need_a else None, fit(g * a, mb) if need_b else None
 
 
 class Div(Function):
@@ -51,15 +56,16 @@ class Div(Function):
         out = x / y
         if (x if hasattr(x, "dtype") else y).dtype.kind != "f":  # int / int: default float
             out = out.astype("float32")
-        ctx.save_for_backward(a, b)
+        ctx.metas = meta(a), meta(b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
         return wrap(out)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        return (grad_for(g / b, a) if need_a else None,
-                grad_for(-g * a / (b * b), b) if need_b else None)
+        ma, mb = ctx.metas
+        return fit(g / b, ma) if need_a else None, fit(-g * a / (b * b), mb) if need_b else None
 
 
 class Neg(Function):
@@ -103,11 +109,12 @@ class Pow(Function):
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        ga = grad_for(g * b * a ** (b - 1), a) if need_a else None
+        # d/da a^b = b a^(b-1), taken as 0 where b == 0 (0 * inf at a == 0 otherwise)
+        ga = grad_for((g * b * a ** (b - 1)).masked_fill(b == 0, 0), a) if need_a else None
         gb = None
-        if need_b:  # d/db a^b = a^b log a, taken as 0 where a == 0 (as PyTorch does)
+        if need_b:  # d/db a^b = a^b log a, taken as 0 where a == 0 and b >= 0 (as PyTorch)
             base = a if isinstance(a, Tensor) else out.new_tensor(a)
-            gb = grad_for((g * out * base.log()).masked_fill((base == 0) & (out == 0), 0), b)
+            gb = grad_for((g * out * base.log()).masked_fill((base == 0) & (b >= 0), 0), b)
         return ga, gb
 
 
@@ -121,7 +128,7 @@ def _unary(name, forward, backward, saves="input"):
     """A unary Function class computing `forward(xp, x)`, whose backward is
     `backward(g, x_or_y)` with the saved input or output."""
     def fwd(ctx, a):
-        out = wrap(forward(xp_of(a), a._data))
+        out = wrap(forward(xp_of(a), as_float(a._data)))
         ctx.save_for_backward(a if saves == "input" else out)
         return out
 
@@ -148,6 +155,8 @@ class Clamp(Function):
         if lo is None and hi is None:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
         x = a._data
+        if isinstance(lo, float) or isinstance(hi, float):
+            x = as_float(x)  # an int tensor clamped to float bounds becomes float (PyTorch)
         ctx.save_for_backward(a, lo, hi)
         return wrap(xp_of(a).clip(x, lo, hi))
 
@@ -208,8 +217,11 @@ class Where(Function):
         same_device(cond, a, b)
         if isinstance(a, Tensor):
             x, y = operands(a, b)
-        else:
+        elif isinstance(b, Tensor):
             y, x = operands(b, a)
+        else:  # two Python scalars: PyTorch's default dtype for their kind
+            x, y = (np.asarray(v, dtype=np.float32 if isinstance(a, float) or isinstance(b, float)
+                               else None) for v in (a, b))
         ctx.save_for_backward(cond, a, b)
         return wrap(xp_of(cond).where(cond._data, x, y))
 
@@ -272,9 +284,49 @@ def _trunc_divide(xp, x, y):
     return q.astype(xp.result_type(x, y)) if getattr(x, "dtype", q.dtype).kind in "iu" else q
 
 
-floor_divide = _no_grad_binary("floor_divide", lambda xp, x, y: xp.floor_divide(x, y))
 trunc_divide = _no_grad_binary("trunc_divide", _trunc_divide)
-remainder = _no_grad_binary("remainder", lambda xp, x, y: xp.remainder(x, y))
+
+
+class FloorDivide(Function):
+    """Rounded-down division; its gradient is zero wherever it is defined."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y = operands(a, b)
+        ctx.metas = meta(a), meta(b)
+        return wrap(xp_of(a if isinstance(a, Tensor) else b).floor_divide(x, y))
+
+    @staticmethod
+    def backward(ctx, g):
+        ma, mb = ctx.metas
+        return fit(g * 0, ma), fit(g * 0, mb)
+
+
+class Remainder(Function):
+    """a - b * floor(a / b), with the sign of b (Python's %, as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y = operands(a, b)
+        ctx.metas = meta(a), meta(b)
+        ctx.save_for_backward(a, b)
+        return wrap(xp_of(a if isinstance(a, Tensor) else b).remainder(x, y))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ma, mb = ctx.metas
+        return fit(g, ma), (fit(-g * floor_divide(a, b), mb) if ctx.needs_input_grad[1] else None)
+
+
+def floor_divide(a, b):
+    return FloorDivide.apply(a, b)
+
+
+def remainder(a, b):
+    return Remainder.apply(a, b)
+
+
 COMPARISONS = {name: _no_grad_binary(name, lambda xp, x, y, name=name: getattr(xp, name)(x, y))
                for name in ("equal", "not_equal", "less", "less_equal", "greater",
                             "greater_equal", "bitwise_and", "bitwise_or", "bitwise_xor")}

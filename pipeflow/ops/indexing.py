@@ -16,7 +16,7 @@ def _index_arrays(index, t):
             if i.ndim == 0 and i.dtype.kind in "iu":
                 i = int(i)
         elif isinstance(i, list):
-            i = xp_of(t).asarray(i)
+            i = xp_of(t).asarray(i, dtype=None if i else "int64")  # [] indexes nothing
         out.append(i)
     return tuple(out)
 
@@ -115,9 +115,15 @@ class Gather(Function):
     @staticmethod
     def forward(ctx, a, dim, index):
         same_device(a, index)
-        ctx.dim, ctx.shape = dim, a._data.shape
+        x, idx = a._data, index._data
+        if idx.ndim != x.ndim:
+            raise RuntimeError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
+        ctx.dim, ctx.shape = dim, x.shape
         ctx.save_for_backward(index)
-        return wrap(xp_of(a).take_along_axis(a._data, index._data, axis=dim))
+        # Other dims of the index may be shorter than the input's: read only that corner
+        # (NumPy's take_along_axis would broadcast instead).
+        corner = tuple(slice(None) if i == dim else slice(0, n) for i, n in enumerate(idx.shape))
+        return wrap(xp_of(a).take_along_axis(x[corner], idx, axis=dim))
 
     @staticmethod
     def backward(ctx, g):

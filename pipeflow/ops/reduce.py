@@ -2,7 +2,7 @@
 import math
 from collections import namedtuple
 
-from ._util import Function, Tensor, norm_dim, norm_dims, wrap, xp_of
+from ._util import Function, Tensor, as_float, norm_dim, norm_dims, wrap, xp_of
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
 
@@ -49,28 +49,54 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, dim, correction, keepdim):
         x = a._data
-        axes = norm_dims(dim, x.ndim)
-        ctx.axes, ctx.keepdim, ctx.correction = axes, keepdim, correction
+        ctx.axes, ctx.keepdim, ctx.correction = norm_dims(dim, x.ndim), keepdim, correction
         ctx.save_for_backward(a)
-        return wrap(x.var(axis=axes, ddof=correction, keepdims=keepdim))
+        return wrap(x.var(axis=ctx.axes, ddof=correction, keepdims=keepdim))
 
     @staticmethod
     def backward(ctx, g):
         a, = ctx.saved_tensors
-        n = math.prod(a._data.shape[ax] for ax in ctx.axes)
-        centered = a - a.mean(ctx.axes, keepdim=True)
-        g = _expand_back(g, a._data.shape, ctx.axes, ctx.keepdim)
-        return g * centered * (2 / (n - ctx.correction)), None, None, None
+        return _var_grad(ctx, a, g), None, None, None
+
+
+def _var_grad(ctx, a, g):
+    """d var / d a, times the incoming gradient `g` of the variance."""
+    n = math.prod(a._data.shape[ax] for ax in ctx.axes)
+    centered = a - a.mean(ctx.axes, keepdim=True)
+    g = _expand_back(g, a._data.shape, ctx.axes, ctx.keepdim)
+    return g * centered * (2 / (n - ctx.correction))
+
+
+class Std(Function):
+    """sqrt(var); its gradient is 0 where the spread is 0 (as PyTorch), not 0/0."""
+
+    @staticmethod
+    def forward(ctx, a, dim, correction, keepdim):
+        x = a._data
+        ctx.axes, ctx.keepdim, ctx.correction = norm_dims(dim, x.ndim), keepdim, correction
+        out = wrap(x.std(axis=ctx.axes, ddof=correction, keepdims=keepdim))
+        ctx.save_for_backward(a, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        return _var_grad(ctx, a, (g / (2 * y)).masked_fill(y == 0, 0)), None, None, None
+
+
+def _correction(unbiased, correction):
+    """PyTorch's two spellings of the degrees-of-freedom correction (default 1)."""
+    if correction is None:
+        return 1 if unbiased is None or unbiased else 0
+    return correction
 
 
 def var(a, dim=None, unbiased=None, keepdim=False, correction=None):
-    if correction is None:
-        correction = 1 if unbiased is None or unbiased else 0
-    return Var.apply(a, dim, correction, keepdim)
+    return Var.apply(a, dim, _correction(unbiased, correction), keepdim)
 
 
 def std(a, dim=None, unbiased=None, keepdim=False, correction=None):
-    return var(a, dim, unbiased, keepdim, correction).sqrt()
+    return Std.apply(a, dim, _correction(unbiased, correction), keepdim)
 
 
 class Extreme(Function):
@@ -167,7 +193,7 @@ def _arg(a, dim, keepdim, kind):
 class LogSumExp(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        xp, x = xp_of(a), a._data
+        xp, x = xp_of(a), as_float(a._data)
         axes = norm_dims(dim, x.ndim)
         m = x.max(axis=axes, keepdims=True) if x.size else xp.zeros((1,) * x.ndim, x.dtype)
         m = xp.where(xp.isfinite(m), m, 0)
@@ -216,9 +242,10 @@ class Norm2(Function):
 
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        xp, x = xp_of(a), a._data
+        xp, x = xp_of(a), as_float(a._data)
         axes = norm_dims(dim, x.ndim)
-        out = wrap(xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim)))
+        wide = x.astype("float32") if x.itemsize < 4 else x  # float16 squares overflow
+        out = wrap(xp.sqrt((wide * wide).sum(axis=axes, keepdims=keepdim)).astype(x.dtype))
         ctx.axes, ctx.keepdim = axes, keepdim
         ctx.save_for_backward(a, out)
         return out

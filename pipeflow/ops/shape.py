@@ -1,6 +1,8 @@
 """Shape ops: views (reshape, permute, expand, ...), repeat, flip, cat/stack, split, pad."""
+import functools
 import math
 
+from ..dtypes import promote_types
 from ._util import Function, Tensor, norm_dim, same_device, sum_to, wrap, xp_of
 
 
@@ -230,13 +232,14 @@ class Cat(Function):
                                    f"tensor 0 has shape {list(ref.shape)}, tensor {i} has "
                                    f"{list(s)}")
         ctx.dim, ctx.sizes = dim, [t._data.shape[dim] for t in tensors]
+        ctx.dtypes = [t.dtype for t in tensors]
         xp = xp_of(tensors[0])
-        dtype = xp.result_type(*[t._data for t in tensors])
-        return wrap(xp.concatenate([t._data for t in tensors], axis=dim).astype(dtype, copy=False))
+        dtype = functools.reduce(promote_types, [t._data.dtype for t in tensors])
+        return wrap(xp.concatenate([t._data.astype(dtype, copy=False) for t in tensors], axis=dim))
 
     @staticmethod
     def backward(ctx, g):
-        return (None,) + tuple(g.split(ctx.sizes, ctx.dim))
+        return (None,) + tuple(p.to(d) for p, d in zip(g.split(ctx.sizes, ctx.dim), ctx.dtypes))
 
 
 def cat(tensors, dim=0):
