@@ -115,6 +115,19 @@ def test_pow_gradient_with_respect_to_exponent_at_base_zero():
     check(lambda L, x: x ** x, np.array([0.0, 1.0, 2.0]))
 
 
+def test_integers_select_before_advanced_indices():
+    cube = np.arange(24.0).reshape(2, 3, 4)
+    check(lambda L, x: x[0, :, L.tensor([1, 2])], cube)
+    check(lambda L, x: x[L.tensor([1, 0]), :, 2], cube)
+    check(lambda L, x: x[..., 1, L.tensor([[0], [3]])], cube)
+
+    def put(L, x):
+        y = x * 1
+        y[1, :, L.tensor([0, 3])] = L.tensor([[-1.0], [-2.0], [-3.0]], dtype=x.dtype)
+        return y
+    check(put, cube)
+
+
 def test_empty_index_list_and_empty_softmax():
     check(lambda L, x: x[[]], grad=False)
     check(lambda L, x: x[:0].softmax(-1), grad=False)

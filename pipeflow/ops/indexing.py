@@ -25,6 +25,28 @@ def _is_basic(index):
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in index)
 
 
+def _locate(x, index):
+    """(array, index) to index with, in PyTorch's order: integers select before advanced
+    (array) indices apply. NumPy would count an integer beside an array as advanced too,
+    which moves dims when advanced indices are not adjacent (x[0, :, [1, 2]])."""
+    if _is_basic(index) or not any(isinstance(i, int) for i in index):
+        return x, index
+    first, rest = [], []
+    for i in index:
+        if isinstance(i, int):
+            first.append(i)
+        elif i is None or isinstance(i, slice):
+            first.append(i)
+            rest.append(slice(None))
+        elif i is Ellipsis:
+            first.append(i)
+            rest.append(i)
+        else:  # an index array: a boolean mask spans as many dims as it has
+            first.extend([slice(None)] * (i.ndim if i.dtype.kind == "b" else 1))
+            rest.append(i)
+    return x[tuple(first)], tuple(rest)  # basic indexing: a view, so writes reach x
+
+
 def add_at(xp, target, index, values):
     """target[index] += values, accumulating repeated indices."""
     if hasattr(xp.add, "at"):  # NumPy, CuPy >= 13
@@ -46,7 +68,8 @@ class GetItem(Function):
             ctx.is_view = False
         elif Ellipsis not in index:
             index += (Ellipsis,)  # a 0-d view, not a NumPy scalar copy, for a single element
-        return wrap(a._data[index])
+        x, index = _locate(a._data, index)
+        return wrap(x[index])
 
     @staticmethod
     def backward(ctx, g):
@@ -64,10 +87,11 @@ class IndexAdd(Function):
         xp, gd = xp_of(g), g._data
         ctx.index = index
         out = xp.zeros(shape, gd.dtype)
-        if _is_basic(index):
-            out[index] = gd
+        target, where = _locate(out, index)
+        if _is_basic(where):
+            target[where] = gd
         else:
-            add_at(xp, out, index, gd)
+            add_at(xp, target, where, gd)
         return wrap(out)
 
     @staticmethod
@@ -90,7 +114,8 @@ class IndexPut(Function):
         v = value._data if isinstance(value, Tensor) else value
         if isinstance(value, Tensor):
             same_device(a, value)
-        out[index] = v
+        target, where = _locate(out, index)
+        target[where] = v
         ctx.index = index
         ctx.save_for_backward(value)
         return wrap(out)
