@@ -1,6 +1,7 @@
 """Tensor: an n-dimensional array on a device (NumPy on "cpu", CuPy on "cuda") that can
 record the operations made with it, so that ``backward()`` computes gradients."""
 import contextlib
+import weakref
 
 import numpy as np
 
@@ -192,7 +193,6 @@ class Tensor:
     def retain_grad(self):
         if self.grad_fn is None or self._retains_grad:
             return
-        import weakref
         ref = weakref.ref(self)
 
         def keep(grad):
