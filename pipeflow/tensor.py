@@ -16,6 +16,13 @@ class Size(tuple):
     def __repr__(self):
         return f"pipeflow.Size({list(self)})"
 
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Size(item) if isinstance(index, slice) else item
+
+    def __add__(self, other):
+        return Size(tuple(self) + tuple(other))
+
     def numel(self):
         return int(np.prod(self, dtype=np.int64))
 

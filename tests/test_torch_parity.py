@@ -139,3 +139,14 @@ def test_in_place_power():
         alias = t
         t **= 2
         assert alias is t and t.tolist() == [4.0, 9.0]
+
+
+def test_integer_scalars_out_of_range_wrap_around():
+    for lib in (pf, torch):
+        assert (lib.tensor([200], dtype=lib.uint8) + 1000).tolist() == [176]
+
+
+def test_size_slices_and_sums_stay_sizes():
+    shape = pf.ones(2, 3, 4).shape
+    assert isinstance(shape[1:], pf.Size) and shape[1:] == (3, 4)
+    assert isinstance(shape + (5,), pf.Size) and shape + (5,) == (2, 3, 4, 5)

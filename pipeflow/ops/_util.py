@@ -64,6 +64,10 @@ def _with_scalar(x, value):
             x = x.astype(dt)
         if dt.kind == "V":  # bfloat16: NumPy would promote a Python float to float32
             value = dt.type(value)
+        elif dt.kind in "iu" and isinstance(value, int):
+            info = np.iinfo(dt)
+            if not info.min <= value <= info.max:  # wraps around, as in PyTorch (NumPy raises)
+                value = np.array(value).astype(dt)
     return x, value
 
 
