@@ -133,7 +133,14 @@ def run_backward(tensors, grads, retain_graph, create_graph, inputs=None, allow_
                 if grads_out is not None:
                     node.accumulate(grads_out)
                 continue
-            grads_in = _call_backward(node, grads_out) if grads_out is not None else None
+            if grads_out is None:  # nothing reached this node: its inputs get nothing either
+                grads_in = None
+            elif node._n_outputs == 1:
+                grads_in = node.backward(node, grads_out[0])
+                if grads_in.__class__ is not tuple or len(grads_in) != len(node.next_functions):
+                    grads_in = _checked(node, grads_in)
+            else:
+                grads_in = _call_multi_output(node, grads_out)
             if node._saved and not retain_graph:
                 node._saved = None
             for (child, nr), g in zip(node.next_functions, grads_in or _nones(node)):
@@ -177,12 +184,16 @@ def _apply_hooks(hooks, grad):
     return grad
 
 
-def _call_backward(node, grads_out):
-    if node._n_outputs > 1 and node._materialize and any(g is None for g in grads_out):
+def _call_multi_output(node, grads_out):
+    if node._materialize and any(g is None for g in grads_out):
         ref = next(g for g in grads_out if g is not None)  # zeros go to the same device
         grads_out = [g if g is not None else ref.new_zeros(shape, dtype=dtype)
                      for g, (shape, dtype) in zip(grads_out, node._out_meta)]
-    grads_in = node.backward(node, *grads_out)
+    return _checked(node, node.backward(node, *grads_out))
+
+
+def _checked(node, grads_in):
+    """backward's result as a tuple of one gradient per input (extra Nones allowed)."""
     if not isinstance(grads_in, tuple):
         grads_in = (grads_in,)
     n_in = len(node.next_functions)
