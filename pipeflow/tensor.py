@@ -218,21 +218,7 @@ class Tensor:
     def to(self, *args, **kwargs):
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``,
         ``non_blocking=``, ``copy=``; differentiable."""
-        device = dtype = None
-        non_blocking, copy = kwargs.pop("non_blocking", False), kwargs.pop("copy", False)
-        for a in args + tuple(kwargs.values()):
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, (dtypes.dtype, np.dtype)) or a in (float, int, bool) or (
-                    isinstance(a, type) and issubclass(a, np.generic)):
-                dtype = a
-            elif isinstance(a, bool):
-                non_blocking = a
-            elif a is not None:
-                device = backend.device(a)
-        bad = set(kwargs) - {"device", "dtype"}
-        if bad:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(bad)}")
+        device, dtype, non_blocking, copy = parse_to_args(args, kwargs)
         return _ops.copy.to(self, device, dtype, non_blocking, copy)
 
     def cuda(self, device=None, non_blocking=False):
@@ -608,6 +594,27 @@ class Tensor:
     @property
     def mT(self):
         return _ops.shape.transpose(self, -2, -1)
+
+
+def parse_to_args(args, kwargs):
+    """PyTorch's spellings of ``.to(...)`` -> (device, dtype, non_blocking, copy)."""
+    device = dtype = None
+    kwargs = dict(kwargs)
+    non_blocking, copy = kwargs.pop("non_blocking", False), kwargs.pop("copy", False)
+    bad = set(kwargs) - {"device", "dtype"}
+    if bad:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(bad)}")
+    for a in args + tuple(kwargs.values()):
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, (dtypes.dtype, np.dtype)) or a in (float, int, bool) or (
+                isinstance(a, type) and issubclass(a, np.generic)):
+            dtype = a
+        elif isinstance(a, bool):
+            non_blocking = a
+        elif a is not None:
+            device = backend.device(a)
+    return device, dtype, non_blocking, copy
 
 
 def _sizes(size):

@@ -234,3 +234,27 @@ def one_hot(index, num_classes=-1):
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
         raise RuntimeError(f"one_hot: class values must be in [0, {num_classes})")
     return wrap((idx[..., None] == xp.arange(num_classes)).astype("int64"))
+
+
+class Embedding(Function):
+    """Rows of `weight` picked by integer `indices`; the row `padding_idx` gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, indices, weight, padding_idx):
+        same_device(indices, weight)
+        if indices._data.dtype.kind not in "iu":
+            raise RuntimeError(f"embedding indices must be integers, got {indices.dtype}")
+        ctx.shape, ctx.padding_idx = weight._data.shape, padding_idx
+        ctx.save_for_backward(indices)
+        return wrap(weight._data[indices._data])
+
+    @staticmethod
+    def backward(ctx, g):
+        indices, = ctx.saved_tensors
+        if ctx.padding_idx is not None:
+            g = g.masked_fill((indices == ctx.padding_idx).unsqueeze(-1), 0)
+        return None, IndexAdd.apply(g, ctx.shape, (indices._data,)), None
+
+
+def embedding(indices, weight, padding_idx=None):
+    return Embedding.apply(indices, weight, padding_idx)
