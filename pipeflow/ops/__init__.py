@@ -43,7 +43,7 @@ METHODS = dict(
     unsqueeze=unsqueeze, permute=permute, transpose=transpose, t=t, expand=expand,
     expand_as=expand_as, repeat=repeat, flip=flip, split=split, chunk=chunk, unbind=unbind,
     gather=gather, scatter_add=scatter_add, index_select=index_select, masked_fill=masked_fill,
-    index_put=index_put,
+    index_put=index_put, pad=pad,
 )
 
 
