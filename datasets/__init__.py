@@ -1,1 +1,4 @@
-"""Datasets for pipeflow (installed as pipeflow.datasets); filled in by later work."""
+"""Datasets for pipeflow, installed as pipeflow.datasets."""
+from .digits import Digits
+
+__all__ = ["Digits"]

@@ -1,1 +1,4 @@
-"""Models for pipeflow (installed as pipeflow.models); filled in by later work."""
+"""The model zoo, installed as pipeflow.models."""
+from .simple import MLP, SmallCNN
+
+__all__ = ["MLP", "SmallCNN"]

@@ -1,0 +1,92 @@
+"""The single-process data path: datasets, samplers, collation, DataLoader."""
+import collections
+
+import numpy as np
+import pytest
+
+import pipeflow as pf
+from pipeflow.data import (BatchSampler, ConcatDataset, DataLoader, RandomSampler,
+                           SequentialSampler, Subset, TensorDataset, default_collate,
+                           random_split)
+
+
+def dataset(n=10):
+    return TensorDataset(pf.arange(n).float().reshape(n, 1) * 10, pf.arange(n))
+
+
+def test_tensor_dataset_items_and_batched_fetch():
+    ds = dataset()
+    x, y = ds[3]
+    assert x.tolist() == [30.0] and y.item() == 3
+    batch = ds.__getitems__([4, 1])
+    assert [(a.tolist(), b.item()) for a, b in batch] == [([40.0], 4), ([10.0], 1)]
+    with pytest.raises(ValueError, match="Size mismatch"):
+        TensorDataset(pf.zeros(3), pf.zeros(4))
+
+
+def test_subset_concat_and_random_split():
+    ds = dataset()
+    sub = Subset(ds, [7, 2])
+    assert len(sub) == 2 and sub[0][1].item() == 7
+    both = ConcatDataset([ds, sub])
+    assert len(both) == 12 and both[11][1].item() == 2 and both[-1][1].item() == 2
+    parts = random_split(ds, [6, 4], seed=3)
+    seen = sorted(i for p in parts for i in p.indices)
+    assert [len(p) for p in parts] == [6, 4] and seen == list(range(10))
+    assert [p.indices for p in random_split(ds, [0.7, 0.3], seed=3)] == \
+        [p.indices for p in random_split(ds, [0.7, 0.3], seed=3)]
+    with pytest.raises(ValueError, match="does not equal the length"):
+        random_split(ds, [3, 3])
+
+
+def test_random_sampler_is_a_function_of_seed_and_epoch():
+    ds = dataset(50)
+    a, b = RandomSampler(ds, seed=7), RandomSampler(ds, seed=7)
+    assert list(a) == list(b) and sorted(a) == list(range(50))
+    b.set_epoch(1)
+    assert list(a) != list(b)
+    a.set_epoch(1)
+    assert list(a) == list(b)
+    assert len(list(RandomSampler(ds, replacement=True, num_samples=80, seed=1))) == 80
+
+
+def test_batch_sampler_drop_last():
+    sampler = SequentialSampler(range(10))
+    assert list(BatchSampler(sampler, 4, False)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert len(BatchSampler(sampler, 4, True)) == 2
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchSampler(sampler, 0, False)
+
+
+def test_default_collate_keeps_structure():
+    Point = collections.namedtuple("Point", "x y")
+    samples = [{"image": np.full((2, 2), i, np.uint8), "label": i, "name": f"s{i}",
+                "pair": (float(i), Point(i, -i))} for i in range(3)]
+    batch = default_collate(samples)
+    assert batch["image"].shape == (3, 2, 2) and batch["image"].dtype == pf.uint8
+    assert batch["label"].tolist() == [0, 1, 2] and batch["label"].dtype == pf.int64
+    assert batch["name"] == ["s0", "s1", "s2"]
+    assert batch["pair"][0].dtype == pf.float64
+    assert isinstance(batch["pair"][1], Point) and batch["pair"][1].y.tolist() == [0, -1, -2]
+    tensors = default_collate([pf.ones(2), pf.zeros(2)])
+    assert tensors.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+def test_loader_batches_shuffles_reproducibly_and_counts():
+    ds = dataset(10)
+    plain = DataLoader(ds, batch_size=4)
+    assert len(plain) == 3
+    assert [y.tolist() for _, y in plain] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    a = DataLoader(ds, batch_size=4, shuffle=True, seed=5, drop_last=True)
+    b = DataLoader(ds, batch_size=4, shuffle=True, seed=5, drop_last=True)
+    epoch1 = [y.tolist() for _, y in a]
+    assert epoch1 == [y.tolist() for _, y in b] and len(epoch1) == 2
+    assert [y.tolist() for _, y in a] != epoch1  # the next epoch has its own order
+
+
+def test_loader_rejects_contradictory_arguments_and_workers():
+    ds = dataset()
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        DataLoader(ds, sampler=SequentialSampler(ds), shuffle=True)
+    with pytest.raises(NotImplementedError, match="num_workers"):
+        DataLoader(ds, num_workers=2)
