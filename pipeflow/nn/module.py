@@ -40,8 +40,11 @@ class Module:
             raise AttributeError("cannot assign to a Module before Module.__init__() is called")
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
         if isinstance(value, (Parameter, Module, Buffer)):
+            own = params if isinstance(value, Parameter) else \
+                modules if isinstance(value, Module) else buffers
             for table in (params, buffers, modules):
-                table.pop(name, None)
+                if table is not own:  # a name that stays a parameter keeps its position
+                    table.pop(name, None)
             d.pop(name, None)
             if isinstance(value, Parameter):
                 params[name] = value

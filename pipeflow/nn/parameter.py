@@ -17,6 +17,8 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    __str__ = __repr__
+
     def __reduce_ex__(self, protocol):
         return (_rebuild_parameter, (Tensor._wrap(self._data), self._rg))
 

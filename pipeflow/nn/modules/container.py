@@ -37,6 +37,11 @@ class Sequential(Module):
         keys = list(self._modules)
         for key in (keys[index] if isinstance(index, slice) else [keys[_checked_index(index, len(keys))]]):
             del self._modules[key]
+        if all(k.isdigit() for k in self._modules):  # renumber 0..n-1, as PyTorch does
+            values = list(self._modules.values())
+            self._modules.clear()
+            for i, m in enumerate(values):
+                self._modules[str(i)] = m
 
     def __len__(self):
         return len(self._modules)
@@ -84,6 +89,21 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
         return self
+
+    def __repr__(self):
+        """Runs of identical modules collapse into one line, as in PyTorch."""
+        blocks = []  # [first index, last index, repr]
+        for i, module in enumerate(self):
+            text = repr(module)
+            if blocks and blocks[-1][2] == text:
+                blocks[-1][1] = i
+            else:
+                blocks.append([i, i, text])
+        if not blocks:
+            return "ModuleList()"
+        lines = [(f"({a}): {t}" if a == b else f"({a}-{b}): {b - a + 1} x {t}").replace("\n", "\n  ")
+                 for a, b, t in blocks]
+        return "ModuleList(\n  " + "\n  ".join(lines) + "\n)"
 
     def insert(self, index, module):
         values = list(self._modules.values())
