@@ -24,7 +24,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   transpose, trunc, unbind, unsqueeze, var, where)
 from .ops import all_ as all, any_ as any, max_ as max, min_ as min, sum_ as sum
 from .ops.shape import concat, concatenate
-from . import nn  # noqa: E402  (after the ops it builds on)
+from . import data, nn, optim  # noqa: E402  (after the ops they build on)
 
 if dtypes.ml_dtypes is not None:
     from .dtypes import bfloat16

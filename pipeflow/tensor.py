@@ -350,6 +350,12 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def __reduce_ex__(self, protocol):
+        """Pickles its data and requires_grad, never its autograd history (as PyTorch)."""
+        if self.grad_fn is not None:
+            raise RuntimeError("only leaf tensors can be pickled; detach() it first")
+        return (_rebuild_tensor, (self._data, self._rg))
+
     # --- new tensors like this one --------------------------------------------------------
     def _like(self, fn, size, dtype, device, requires_grad):
         """A new tensor from the factory `fn` ('zeros', 'ones', 'empty'), with this
@@ -594,6 +600,12 @@ class Tensor:
     @property
     def mT(self):
         return _ops.shape.transpose(self, -2, -1)
+
+
+def _rebuild_tensor(array, requires_grad):
+    t = Tensor._wrap(array)
+    t._rg = requires_grad
+    return t
 
 
 def parse_to_args(args, kwargs):
