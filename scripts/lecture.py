@@ -84,7 +84,7 @@ def step4_nn(steps=2000, lr=1e-6):
     return loss.item()
 
 
-def step5_adam(steps=2000, lr=1e-3):
+def step5_adam(steps=2000, lr=1e-2):
     model = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0, 1))
     loss_fn = nn.MSELoss(reduction="sum")
     optimizer = pf.optim.Adam(model.parameters(), lr=lr)
