@@ -22,7 +22,7 @@ def test_pipeflow_train_reaches_97_percent_and_reloads_its_checkpoint(tmp_path):
     assert "epoch 15/15" in result.stderr  # one progress bar per epoch
     assert len(re.findall(r"label \d  predicted \d", out)) == 5, out
     saved = pf.load(checkpoint)
-    assert saved["model"] == "cnn" and abs(saved["accuracy"] * 100 - accuracy) < 1e-6
+    assert saved["model"] == "cnn" and abs(saved["accuracy"] * 100 - accuracy) < 0.01
     assert "features.1.running_mean" in saved["state_dict"]
 
 
