@@ -144,3 +144,37 @@ def params(cases):
             for c in cases for d in c.dtypes for nc in (False, True)
             if not (nc and not any(isinstance(s, tuple) and len(s) >= 2
                                    for spec in c.inputs for s in spec))]
+
+
+def standard_tests(cases):
+    """The harness's four tests over `cases`, for a test module to bind to test_* names:
+    gradcheck + gradgradcheck in float64, torch comparisons, and both again on CUDA."""
+    no_torch = pytest.mark.skipif(torch is None, reason="torch (the ref extra) is the reference")
+    no_cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and an NVIDIA GPU")
+
+    @pytest.mark.parametrize("case", cases, ids=str)
+    def test_gradchecks_float64(case):
+        run_gradcheck(case)
+        run_gradcheck(case, second_order=True)
+
+    @no_torch
+    @pytest.mark.parametrize("case,dtype,noncontiguous", params(cases))
+    def test_matches_torch(case, dtype, noncontiguous):
+        compare_with_torch(case, dtype, noncontiguous)
+
+    @pytest.mark.cuda
+    @no_cuda
+    @pytest.mark.parametrize("case", cases, ids=str)
+    def test_gradchecks_cuda(case):
+        run_gradcheck(case, device="cuda")
+        run_gradcheck(case, device="cuda", second_order=True)
+
+    @pytest.mark.cuda
+    @no_cuda
+    @no_torch
+    @pytest.mark.parametrize("case,dtype,noncontiguous", params(cases))
+    def test_matches_torch_cuda(case, dtype, noncontiguous):
+        compare_with_torch(case, dtype, noncontiguous, device="cuda")
+
+    return test_gradchecks_float64, test_matches_torch, test_gradchecks_cuda, \
+        test_matches_torch_cuda

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pipeflow as pf
-from op_harness import Case, compare_with_torch, cuda_available, params, run_gradcheck, torch
+from op_harness import Case, standard_tests, torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")
 
@@ -189,36 +189,8 @@ CASES = (_ce_cases() + _nll_cases() + _regression_cases() + _binary_cases() + _k
          + _module_cases())
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradcheck_float64(case):
-    run_gradcheck(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradgradcheck_float64(case):
-    run_gradcheck(case, second_order=True)
-
-
-@pytest.mark.skipif(torch is None, reason="torch (the ref extra) is the reference")
-@pytest.mark.parametrize("case,dtype,noncontiguous", params(CASES))
-def test_matches_torch(case, dtype, noncontiguous):
-    compare_with_torch(case, dtype, noncontiguous)
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and an NVIDIA GPU")
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradcheck_cuda(case):
-    run_gradcheck(case, device="cuda")
-    run_gradcheck(case, device="cuda", second_order=True)
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and an NVIDIA GPU")
-@pytest.mark.skipif(torch is None, reason="torch (the ref extra) is the reference")
-@pytest.mark.parametrize("case,dtype,noncontiguous", params(CASES))
-def test_matches_torch_cuda(case, dtype, noncontiguous):
-    compare_with_torch(case, dtype, noncontiguous, device="cuda")
+(test_gradchecks_float64, test_matches_torch, test_gradchecks_cuda,
+ test_matches_torch_cuda) = standard_tests(CASES)
 
 
 # --- Modules ---------------------------------------------------------------------------------

@@ -2,9 +2,8 @@
 gradgradcheck in float64 (the conv adjoints' double backward included), then forward and
 backward against torch in float64 and float32, contiguous and transposed inputs."""
 import numpy as np
-import pytest
 
-from op_harness import Case, compare_with_torch, params, run_gradcheck, torch
+from op_harness import Case, standard_tests, torch
 
 import pipeflow as pf
 
@@ -48,23 +47,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradcheck_and_gradgradcheck_float64(case):
-    run_gradcheck(case)
-    run_gradcheck(case, second_order=True)
-
-
-@pytest.mark.skipif(torch is None, reason="torch (the ref extra) is the reference")
-@pytest.mark.parametrize("case,dtype,noncontiguous", params(CASES))
-def test_matches_torch(case, dtype, noncontiguous):
-    compare_with_torch(case, dtype, noncontiguous)
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not pf.cuda.is_available(), reason="needs CuPy and an NVIDIA GPU")
-@pytest.mark.parametrize("case,dtype,noncontiguous", params(CASES))
-def test_matches_torch_cuda(case, dtype, noncontiguous):
-    compare_with_torch(case, dtype, noncontiguous, device="cuda")
+(test_gradchecks_float64, test_matches_torch, test_gradchecks_cuda,
+ test_matches_torch_cuda) = standard_tests(CASES)
 
 
 def test_max_pool_ties_send_the_gradient_to_one_input_like_torch():

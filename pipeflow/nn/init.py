@@ -114,3 +114,13 @@ def orthogonal_(tensor, gain=1.0, generator=None):
         q = q.T
     with no_grad():
         return tensor.copy_(make(q.reshape(tuple(tensor.shape)) * gain))
+
+
+def default_layer_init_(weight, bias=None):
+    """PyTorch's default for Linear and conv layers: kaiming_uniform(a=sqrt(5)) weights,
+    i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias from the same range."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)

@@ -1,8 +1,6 @@
 """Pooling (NCHW): max and average over windows, and their adaptive forms."""
-import math
-
 from ._util import Function, wrap, xp_of
-from .conv import Geometry, _pair, out_size, windows
+from .conv import Geometry, _pair, windows
 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):

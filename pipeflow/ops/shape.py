@@ -3,7 +3,7 @@ import functools
 import math
 
 from ..dtypes import promote_types
-from ._util import Function, Tensor, norm_dim, same_device, sum_to, wrap, xp_of
+from ._util import Function, norm_dim, same_device, sum_to, wrap, xp_of
 
 
 def _infer_shape(shape, numel):
@@ -268,7 +268,7 @@ class Split(Function):
 
     @staticmethod
     def forward(ctx, a, sizes, dim):
-        x, xp = a._data, xp_of(a)
+        x = a._data
         ctx.dim = dim
         bounds, start = [], 0
         for s in sizes:
