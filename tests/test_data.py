@@ -84,9 +84,11 @@ def test_loader_batches_shuffles_reproducibly_and_counts():
     assert [y.tolist() for _, y in a] != epoch1  # the next epoch has its own order
 
 
-def test_loader_rejects_contradictory_arguments_and_workers():
+def test_loader_rejects_contradictory_arguments():
     ds = dataset()
     with pytest.raises(ValueError, match="mutually exclusive"):
         DataLoader(ds, sampler=SequentialSampler(ds), shuffle=True)
-    with pytest.raises(NotImplementedError, match="num_workers"):
-        DataLoader(ds, num_workers=2)
+    with pytest.raises(ValueError, match="num_workers"):
+        DataLoader(ds, num_workers=-1)
+    with pytest.raises(ValueError, match="prefetch_factor"):
+        DataLoader(ds, prefetch_factor=2)

@@ -1,4 +1,9 @@
-"""default_collate: a list of samples -> one batch, structure kept (PyTorch's rules)."""
+"""default_collate: a list of samples -> one batch, structure kept (PyTorch's rules).
+
+Collation runs in two phases so that a worker can write a batch straight into shared
+memory: `plan` walks the samples and describes every array the batch will hold (dtype,
+shape, and the per-sample pieces), then `fill` stacks the pieces into arrays that the
+caller provides (heap arrays for default_collate, views of a ring slot in a worker)."""
 import collections.abc
 
 import numpy as np
@@ -6,36 +11,187 @@ import numpy as np
 from ..tensor import Tensor
 
 
-def default_collate(batch):
+class Stack:
+    """One array of the batch: the samples' pieces stacked along a new first axis, or an
+    already collated array (`whole`), or rows `take` = (source, indices) of an array."""
+
+    __slots__ = ("pieces", "dtype", "shape", "whole", "take")
+
+    def __init__(self, pieces, dtype, whole=None, take=None):
+        self.pieces, self.dtype, self.whole, self.take = pieces, np.dtype(dtype), whole, take
+        if take is not None:
+            self.shape = (len(take[1]),) + take[0].shape[1:]
+            return
+        if whole is not None:
+            self.shape = whole.shape
+            return
+        first = pieces[0]
+        self.shape = (len(pieces),) + np.shape(first)
+        for p in pieces:
+            if np.shape(p) != self.shape[1:]:
+                raise RuntimeError(f"stack expects each tensor to be equal size, but got "
+                                   f"{list(self.shape[1:])} and {list(np.shape(p))}")
+
+    def spec(self):
+        return self.shape, self.dtype
+
+    def strip(self):
+        """The description alone, to send to another process."""
+        return Stack(None, self.dtype, _Shape(self.shape))
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class StackedSamples(collections.abc.Sequence):
+    """Samples fetched together as rows of arrays (what TensorDataset.__getitems__
+    returns): a sequence of samples for a custom collate_fn, and for default_collate a
+    batch whose arrays are gathered straight into their destination, row by row."""
+
+    def __init__(self, columns, indices):
+        self.columns, self.indices = columns, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return tuple(Tensor._wrap(c[self.indices[i]]) for c in self.columns)
+
+    def plan(self):
+        return _Rebuild((), [Stack(None, c.dtype, take=(c, self.indices)) for c in self.columns])
+
+
+def plan(batch):
+    """The batch's structure with a `Stack` at every array leaf."""
+    if isinstance(batch, StackedSamples):
+        return batch.plan()
     first = batch[0]
     if isinstance(first, Tensor):
-        from ..ops import stack
-        return stack(batch, 0)
+        if any(not isinstance(t._data, np.ndarray) for t in batch):
+            raise TypeError("default_collate: samples must be CPU tensors")
+        return Stack([t._data for t in batch], first._data.dtype)
     if isinstance(first, np.ndarray):
         if first.dtype.kind in "OUS":
             raise TypeError(f"default_collate: can't batch NumPy arrays of dtype {first.dtype}")
-        return Tensor._wrap(np.stack(batch))
+        return Stack(batch, first.dtype)
     if isinstance(first, np.generic):
-        return Tensor._wrap(np.array(batch))
+        return Stack(batch, first.dtype)
     if isinstance(first, bool):
-        return Tensor._wrap(np.array(batch, dtype=np.bool_))
+        return Stack(batch, np.bool_)
     if isinstance(first, int):
-        return Tensor._wrap(np.array(batch, dtype=np.int64))
+        return Stack(batch, np.int64)
     if isinstance(first, float):
-        return Tensor._wrap(np.array(batch, dtype=np.float64))
+        return Stack(batch, np.float64)
     if isinstance(first, (str, bytes)):
         return list(batch)
     if isinstance(first, collections.abc.Mapping):
-        collated = {key: default_collate([s[key] for s in batch]) for key in first}
-        try:
-            return type(first)(collated)  # keep the mapping's type where it can be rebuilt
-        except TypeError:
-            return collated
+        return _Rebuild(first, {key: plan([s[key] for s in batch]) for key in first})
     if isinstance(first, tuple) and hasattr(first, "_fields"):  # namedtuple
-        return type(first)(*(default_collate(list(s)) for s in zip(*batch)))
+        return _Rebuild(first, [plan(list(s)) for s in zip(*batch)])
     if isinstance(first, collections.abc.Sequence):
         if any(len(s) != len(first) for s in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        return [default_collate(list(s)) for s in zip(*batch)]
+        return _Rebuild(first, [plan(list(s)) for s in zip(*batch)])
     raise TypeError(f"default_collate: batch must contain tensors, NumPy arrays, numbers, "
                     f"dicts or lists; found {type(first).__name__}")
+
+
+class _Shape:
+    """Stands in for an array whose shape is all that is needed."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def plan_collated(obj):
+    """The plan of a batch a custom collate_fn already built: its arrays are copied whole."""
+    if isinstance(obj, Tensor):
+        return Stack(None, obj._data.dtype, np.asarray(obj._data))
+    if isinstance(obj, np.ndarray):
+        return Stack(None, obj.dtype, obj)
+    if isinstance(obj, collections.abc.Mapping):
+        return _Rebuild(obj, {k: plan_collated(v) for k, v in obj.items()})
+    if isinstance(obj, (tuple, list)):
+        return _Rebuild(obj, [plan_collated(v) for v in obj], keep_tuples=True)
+    return obj
+
+
+class _Rebuild:
+    """A container node of the plan: rebuilt as the samples' own container type."""
+
+    __slots__ = ("kind", "children", "keep_tuples")
+
+    def __init__(self, example, children, keep_tuples=False):
+        self.kind, self.children, self.keep_tuples = type(example), children, keep_tuples
+
+    def build(self, children):
+        if isinstance(children, dict):
+            try:
+                return self.kind(children)  # keep the mapping's type where it can be rebuilt
+            except TypeError:
+                return children
+        if hasattr(self.kind, "_fields"):
+            return self.kind(*children)
+        if self.kind is tuple:  # PyTorch returns tuples of samples as lists
+            return tuple(children) if self.keep_tuples else list(children)
+        try:
+            return self.kind(children)
+        except TypeError:
+            return list(children)
+
+
+def stacks(node):
+    """Every Stack of a plan, in a fixed order."""
+    if isinstance(node, Stack):
+        yield node
+    elif isinstance(node, _Rebuild):
+        for child in (node.children.values() if isinstance(node.children, dict)
+                      else node.children):
+            yield from stacks(child)
+
+
+def fill(node, arrays):
+    """Write each leaf's data into the next array from the iterator `arrays`."""
+    for stack, out in zip(stacks(node), arrays):
+        if stack.take is not None:
+            np.take(stack.take[0], stack.take[1], axis=0, out=out)
+        elif stack.whole is not None:
+            out[...] = stack.whole
+        elif isinstance(stack.pieces[0], np.ndarray):
+            np.stack(stack.pieces, out=out)
+        else:
+            out[...] = stack.pieces
+
+
+def assemble(node, arrays):
+    """The batch: the plan's structure with Tensors over the arrays from `arrays`."""
+    if isinstance(node, Stack):
+        return Tensor._wrap(next(arrays))
+    if isinstance(node, _Rebuild):
+        if isinstance(node.children, dict):
+            return node.build({k: assemble(v, arrays) for k, v in node.children.items()})
+        return node.build([assemble(v, arrays) for v in node.children])
+    return node
+
+
+def strip(node):
+    """The plan without the samples' data (what a worker sends the main process)."""
+    if isinstance(node, Stack):
+        return node.strip()
+    if isinstance(node, _Rebuild):
+        out = _Rebuild.__new__(_Rebuild)
+        out.kind, out.keep_tuples = node.kind, node.keep_tuples
+        out.children = ({k: strip(v) for k, v in node.children.items()}
+                        if isinstance(node.children, dict) else [strip(v) for v in node.children])
+        return out
+    return node
+
+
+def default_collate(batch):
+    node = plan(batch)
+    arrays = [np.empty(*s.spec()) for s in stacks(node)]
+    fill(node, arrays)
+    return assemble(node, iter(arrays))

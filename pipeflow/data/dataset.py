@@ -15,6 +15,17 @@ class Dataset:
         return ConcatDataset([self, other])
 
 
+class IterableDataset(Dataset):
+    """A stream of samples: ``__iter__``. In worker processes, use get_worker_info() to
+    give each worker its own share."""
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+    def __add__(self, other):
+        raise TypeError("IterableDatasets can't be concatenated with +")
+
+
 class TensorDataset(Dataset):
     """Samples are the i-th rows of tensors that share their first dimension."""
 
@@ -30,9 +41,10 @@ class TensorDataset(Dataset):
         return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices):
-        from ..factories import tensor
-        batch = [t[tensor(indices)] for t in self.tensors]  # one gather per tensor
-        return [tuple(b[i] for b in batch) for i in range(len(indices))]
+        from .collate import StackedSamples
+        if any(not isinstance(t._data, np.ndarray) for t in self.tensors):
+            return [self[i] for i in indices]
+        return StackedSamples([t._data for t in self.tensors], indices)
 
     def __len__(self):
         return self.tensors[0].shape[0]

@@ -1,57 +1,436 @@
-"""DataLoader: batches from a dataset, in the main process (workers come with their issue)."""
-from .collate import default_collate
+"""DataLoader: batches from a dataset, in the main process or from a pool of worker
+processes that collate straight into a ring of shared-memory slots.
+
+Batch order is a pure function of (seed, epoch, position) and every sample is loaded with
+a random stream of its own (worker.sample_generator), so the batches do not depend on
+num_workers, and the loader's whole resumable state is {seed, epoch, batches served}."""
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import weakref
+from collections import deque
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from . import collate as collate_module
+from . import shared, worker
+from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
 
 
 class DataLoader:
-    """PyTorch's DataLoader arguments, plus ``seed=`` (the shuffle order is a function of
-    (seed, epoch)) and ``device=`` (batches arrive on that device)."""
+    """PyTorch's DataLoader arguments, plus ``seed=`` (the shuffle order and per-sample
+    random streams are functions of (seed, epoch, sample index)) and ``device=`` (batches
+    arrive on that device, copied ahead of use)."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
                  worker_init_fn=None, prefetch_factor=None, persistent_workers=False,
                  generator=None, multiprocessing_context=None, seed=None, device=None):
-        if num_workers:
-            raise NotImplementedError("num_workers > 0 needs the worker pool, which is not in "
-                                      "pipeflow yet; use num_workers=0")
+        if num_workers < 0:
+            raise ValueError("num_workers option should be non-negative; use num_workers=0 "
+                             "to disable multiprocessing.")
+        if timeout < 0:
+            raise ValueError("timeout option should be non-negative")
+        if prefetch_factor is not None and num_workers == 0:
+            raise ValueError("prefetch_factor option could only be specified in "
+                             "multiprocessing. let num_workers > 0 to enable multiprocessing.")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers option needs num_workers > 0")
+        self.iterable = isinstance(dataset, IterableDataset)
+        if self.iterable and (shuffle or sampler is not None or batch_sampler is not None):
+            raise ValueError("DataLoader with IterableDataset: expected unspecified shuffle, "
+                             "sampler and batch_sampler options")
         if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None
                                           or drop_last):
             raise ValueError("batch_sampler option is mutually exclusive with batch_size, "
                              "shuffle, sampler, and drop_last")
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
-        self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
-        self.collate_fn = collate_fn or default_collate
-        self.device = device
-        if batch_sampler is None:
+        if seed is None:
+            seed = generator.initial_seed() if generator is not None else \
+                int(np.random.SeedSequence().entropy % (2 ** 63))
+        self.dataset, self.num_workers, self.seed = dataset, num_workers, int(seed)
+        self.collate_fn, self.pin_memory, self.timeout = collate_fn, pin_memory, timeout
+        self.worker_init_fn, self.persistent_workers = worker_init_fn, persistent_workers
+        self.prefetch_factor = 2 if prefetch_factor is None and num_workers else prefetch_factor
+        self.multiprocessing_context = multiprocessing_context
+        self.device = None if device is None else backend.device(device)
+        self.batch_size, self.drop_last = batch_size, drop_last
+        if not self.iterable and batch_sampler is None:
             if sampler is None:
-                sampler = (RandomSampler(dataset, generator=generator, seed=seed) if shuffle
+                sampler = (RandomSampler(dataset, seed=self.seed) if shuffle
                            else SequentialSampler(dataset))
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         self.sampler, self.batch_sampler = sampler, batch_sampler
-        self.batch_size, self.drop_last = batch_size, drop_last
-        self.epoch = 0
+        self.epoch, self._resume_at, self._served = 0, 0, 0
+        self._pool = None
 
     def __len__(self):
+        if self.iterable:
+            n = len(self.dataset)
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return len(self.batch_sampler)
 
-    def __iter__(self):
+    # --- resumable state ----------------------------------------------------------------
+    def state_dict(self):
+        """{seed, epoch, batches served}: a new loader given this state continues with
+        exactly the remaining batches of the epoch (same order, same augmentations)."""
+        return {"seed": self.seed, "epoch": self.epoch, "batches_served": self._served}
+
+    def load_state_dict(self, state):
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+        self._resume_at = self._served = int(state["batches_served"])
+        if isinstance(self.sampler, RandomSampler):
+            self.sampler.seed = self.seed
+
+    # --- iteration ------------------------------------------------------------------------
+    def _batch_indices(self):
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(self.epoch)
-        self.epoch += 1
-        fetch = getattr(self.dataset, "__getitems__", None)
-        for indices in self.batch_sampler:
-            samples = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
-            batch = self.collate_fn(samples)
-            yield batch if self.device is None else _to_device(batch, self.device)
+        return itertools.islice(iter(self.batch_sampler), self._resume_at, None)
+
+    def __iter__(self):
+        start, self._resume_at = self._resume_at, 0
+        self._served = start
+        if self.num_workers == 0:
+            batches = _SingleProcess(self)
+        else:
+            if self._pool is None or not self._pool.alive():
+                self._pool = _WorkerPool(self)
+            batches = self._pool.epoch(self, start)
+        return _Served(self, _on_device(batches, self.device))
+
+    def __del__(self):
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
 
 
-def _to_device(batch, device):
-    if hasattr(batch, "to") and hasattr(batch, "_data"):
-        return batch.to(device)
+class _Served:
+    """The iterator a loop sees: counts served batches and finishes the epoch."""
+
+    def __init__(self, loader, batches):
+        self.loader, self.batches = loader, batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            batch = next(self.batches)
+        except StopIteration:
+            self.loader.epoch += 1
+            self.loader._served = 0
+            self.close()
+            raise
+        self.loader._served += 1
+        return batch
+
+    def close(self):
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self):
+        self.close()
+
+
+def _SingleProcess(loader):
+    """Batches fetched and collated in this process."""
+    collate_fn = loader.collate_fn or collate_module.default_collate
+    if loader.iterable:
+        yield from _iterable_batches(loader, iter(loader.dataset), collate_fn)
+        return
+    for indices in loader._batch_indices():
+        try:
+            samples = worker.fetch(loader.dataset, indices, loader.seed, loader.epoch)
+        except worker.SampleError as e:
+            raise e.cause
+        finally:
+            worker.sample_context.key = None
+        yield collate_fn(samples)
+
+
+def _iterable_batches(loader, items, collate_fn):
+    while True:
+        chunk = list(itertools.islice(items, loader.batch_size))
+        if not chunk or (loader.drop_last and len(chunk) < loader.batch_size):
+            return
+        yield collate_fn(chunk)
+
+
+# --- the worker pool ----------------------------------------------------------------------
+class WorkerError(RuntimeError):
+    """A worker died or failed in a way that cannot be re-raised as its own exception."""
+
+
+class _WorkerPool:
+    """Worker processes, their pipes, and the ring of shared-memory slots they fill."""
+
+    def __init__(self, loader):
+        ctx = loader.multiprocessing_context
+        if ctx is None or isinstance(ctx, str):
+            ctx = multiprocessing.get_context(ctx or worker.start_method_default())
+        self.num_workers, self.timeout = loader.num_workers, loader.timeout
+        self.pin = loader.pin_memory and backend.cuda_available()
+        self.conns, self.procs = [], []
+        for wid in range(loader.num_workers):
+            ours, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=worker.worker_loop, daemon=True,
+                               args=(wid, loader.num_workers, loader.dataset, theirs,
+                                     loader.collate_fn, loader.seed, loader.worker_init_fn,
+                                     os.getpid()))
+            proc.start()
+            theirs.close()
+            self.conns.append(ours)
+            self.procs.append(proc)
+        self.blocks = {}          # slot -> shared.Block (the main process's mapping)
+        self.generation = {}      # slot -> int, bumped when the slot gets a new block
+        self.known = [dict() for _ in self.procs]  # per worker: slot -> generation it maps
+        self.free = deque()       # slots no batch refers to any longer
+        self.slot_count = 0
+        self.capacity_checked = False
+        self.closed = False
+        self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
+                                           self.blocks)
+
+    def alive(self):
+        return not self.closed and all(p.is_alive() for p in self.procs)
+
+    def _slot(self):
+        if self.free:
+            return self.free.popleft()
+        self.slot_count += 1
+        return self.slot_count - 1
+
+    def _release(self, slot):
+        self.free.append(slot)
+
+    def epoch(self, loader, start):
+        """A generator of the epoch's batches, in order, from the workers."""
+        if loader.iterable:
+            return self._iterable_epoch(loader)
+        return self._indexed_epoch(loader, start)
+
+    def _indexed_epoch(self, loader, start):
+        tasks = enumerate(loader._batch_indices(), start)
+        limit = loader.prefetch_factor * self.num_workers
+        outstanding, ready, next_id = {}, {}, start
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(outstanding) < limit:
+                    task = next(tasks, None)
+                    if task is None:
+                        exhausted = True
+                        break
+                    batch_id, indices = task
+                    wid = batch_id % self.num_workers
+                    slot = self._slot()
+                    self._send_task(wid, batch_id, slot, indices, loader.epoch)
+                    outstanding[batch_id] = (wid, slot)
+                if next_id in ready:
+                    yield ready.pop(next_id)
+                    next_id += 1
+                    continue
+                if not outstanding:
+                    return
+                for batch_id, batch in self._receive(outstanding, next_id):
+                    ready[batch_id] = batch
+        finally:
+            if not loader.persistent_workers or not exhausted or outstanding:
+                self.shutdown()
+
+    def _iterable_epoch(self, loader):
+        raise NotImplementedError("IterableDataset with num_workers > 0 is not supported yet")
+
+    def _send_task(self, wid, batch_id, slot, indices, epoch):
+        from multiprocessing.reduction import send_handle
+        conn = self.conns[wid]
+        gen = self.generation.get(slot)
+        if gen is not None and self.known[wid].get(slot) != gen:  # hand over the slot's block
+            block = self.blocks[slot]
+            conn.send(("slot", slot, block.size))
+            send_handle(conn, block.fd, self.procs[wid].pid)
+            self.known[wid][slot] = gen
+        conn.send(("task", batch_id, slot, list(indices), epoch))
+
+    def _receive(self, outstanding, waiting_for):
+        """Wait for worker messages (or a worker's death, or the timeout)."""
+        from multiprocessing.reduction import recv_handle
+        waitables = self.conns + [p.sentinel for p in self.procs]
+        ready = multiprocessing.connection.wait(waitables, self.timeout or None)
+        if not ready:
+            wid = outstanding[waiting_for][0]
+            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting for "
+                               f"batch {waiting_for} from worker {wid} "
+                               f"(pid {self.procs[wid].pid})")
+        results = []
+        for item in ready:
+            if item in self.conns:
+                wid = self.conns.index(item)
+                try:
+                    message = item.recv()
+                except (EOFError, OSError):
+                    self._raise_dead(wid)
+                if message[0] == "error":
+                    self._raise_worker_error(message[2])
+                _, batch_id, slot, node, new_size = message
+                if new_size is not None:  # the worker grew this slot: adopt its new block
+                    self._adopt_block(wid, slot, shared.Block(recv_handle(item), new_size))
+                del outstanding[batch_id]
+                results.append((batch_id, self._assemble(slot, node)))
+            else:
+                self._raise_dead(next(i for i, p in enumerate(self.procs) if p.sentinel == item))
+        return results
+
+    def _adopt_block(self, wid, slot, block):
+        if not self.capacity_checked:  # the first batch tells the ring's size: check it now
+            self.capacity_checked = True
+            others = (self.num_workers * 2 + 1) * block.size
+            try:
+                shared.check_capacity(others, f"the DataLoader's ring ({block.size / 2**20:.1f} "
+                                              "MiB per batch)")
+            except shared.SharedMemoryError:
+                block.close()
+                raise
+        old = self.blocks.get(slot)
+        if old is not None:
+            _unpin(old)
+            old.close()
+        self.blocks[slot] = block
+        if self.pin:
+            _pin(block)
+        self.generation[slot] = self.generation.get(slot, 0) + 1
+        self.known[wid][slot] = self.generation[slot]
+
+    def _assemble(self, slot, node):
+        """The batch as Tensors viewing the slot; the slot returns to the ring only when
+        no array refers to this batch any longer."""
+        owner = self.blocks[slot].array()
+        specs = [s.spec() for s in collate_module.stacks(node)]
+        offsets, _ = shared.layout(specs)
+        weakref.finalize(owner, self._release, slot)
+        return collate_module.assemble(node, iter(shared.views(owner, specs, offsets)))
+
+    def _raise_dead(self, wid):
+        proc = self.procs[wid]
+        proc.join(0.1)
+        code = proc.exitcode
+        self.shutdown()
+        if code is not None and code < 0:
+            sig = signal.Signals(-code)
+            cause = {signal.SIGKILL: "it was killed, most likely by the kernel's out-of-memory "
+                                     "killer (check dmesg)",
+                     signal.SIGBUS: "a bus error, most likely /dev/shm ran out of space",
+                     signal.SIGSEGV: "a segmentation fault in native code"}.get(
+                sig, f"signal {sig.name}")
+            raise WorkerError(f"DataLoader worker {wid} (pid {proc.pid}) was killed by signal "
+                              f"{sig.name}: {cause}")
+        raise WorkerError(f"DataLoader worker {wid} (pid {proc.pid}) exited unexpectedly with "
+                          f"exit code {code}")
+
+    def _raise_worker_error(self, info):
+        self.shutdown()
+        where = (f"in DataLoader worker {info['worker']} (pid {info['pid']})"
+                 + (f" while loading sample index {info['index']}"
+                    if info["index"] is not None else ""))
+        text = f"{info['message']}\n\nCaught {info['type']} {where}.\nWorker traceback:\n" \
+               f"{info['traceback']}"
+        error = None
+        if info["pickled"] is not None:
+            try:
+                original = pickle.loads(info["pickled"])
+                error = type(original)(text)
+            except Exception:
+                error = None
+        if error is None:
+            error = WorkerError(f"{info['type']}: {text}")
+        error.sample_index = info["index"]
+        raise error
+
+    def shutdown(self):
+        if not self.closed:
+            self.closed = True
+            self._finalizer()
+
+
+def _stop_workers(conns, procs, blocks):
+    for conn in conns:
+        try:
+            conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+    for proc in procs:
+        proc.join(1.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
+    for conn in conns:
+        conn.close()
+    for block in blocks.values():
+        _unpin(block)
+        block.close()
+    blocks.clear()
+
+
+def _pin(block):
+    """Register a slot as page-locked memory once, so copies to the GPU need no staging."""
+    ptr = np.frombuffer(block.mmap, np.uint8).ctypes.data
+    backend.cupy.cuda.runtime.hostRegister(ptr, block.size, 0)
+    block_pinned.add(id(block))
+
+
+def _unpin(block):
+    if id(block) in block_pinned and block.fd is not None:
+        ptr = np.frombuffer(block.mmap, np.uint8).ctypes.data
+        backend.cupy.cuda.runtime.hostUnregister(ptr)
+        block_pinned.discard(id(block))
+
+
+block_pinned = set()
+
+
+# --- device prefetch ----------------------------------------------------------------------
+def _on_device(batches, device):
+    """Batches moved to `device`; on CUDA batch n+1 is copied on a side stream while
+    batch n is in use."""
+    if device is None or device.type == "cpu":
+        yield from batches
+        return
+    cupy = backend.cupy
+    backend.require_cuda("DataLoader(device='cuda')")
+    with cupy.cuda.Device(device.index):
+        stream = cupy.cuda.Stream(non_blocking=True)
+        pending = None
+        for host in batches:
+            with stream:
+                moved = _map(host, lambda t: t.to(device, non_blocking=True))
+                event = stream.record()
+            if pending is not None:
+                yield _ready(*pending)
+            pending = (host, moved, event)
+        if pending is not None:
+            yield _ready(*pending)
+
+
+def _ready(host, moved, event):
+    event.synchronize()  # the copy has finished: the host slot may be reused now
+    backend.cupy.cuda.get_current_stream().wait_event(event)
+    return moved
+
+
+def _map(batch, fn):
+    if isinstance(batch, Tensor):
+        return fn(batch)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _map(v, fn) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        moved = [_to_device(v, device) for v in batch]
+        moved = [_map(v, fn) for v in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
     return batch

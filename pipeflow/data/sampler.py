@@ -1,6 +1,31 @@
 """Samplers: the order in which a loader visits a dataset. A shuffled order is a pure
 function of (seed, epoch), so a run is reproducible and resumable."""
+import math
+import os
+
 import numpy as np
+
+
+def _resolve_seed(generator, seed):
+    """The seed a sampler shuffles with: ``seed``, else the generator's initial seed, else a
+    fresh one drawn once (fixed for the sampler's life; ``set_epoch`` varies the order)."""
+    if seed is None:
+        seed = generator.initial_seed() if generator is not None else \
+            int(np.random.SeedSequence().entropy % (2 ** 63))
+    return int(seed)
+
+
+def _epoch_rng(seed, epoch):
+    """The NumPy stream for (seed, epoch); every rank and every rerun gets the same one."""
+    seed, epoch = int(seed), int(epoch)
+    # SeedSequence takes non-negative entropy only; torch's manual_seed takes negative seeds too
+    return np.random.default_rng([seed % 2 ** 64 if seed < 0 else seed,
+                                  epoch % 2 ** 64 if epoch < 0 else epoch])
+
+
+def _is_positive_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+        and value > 0
 
 
 class Sampler:
@@ -29,10 +54,7 @@ class RandomSampler(Sampler):
                  seed=None):
         self.data_source, self.replacement = data_source, replacement
         self._num_samples = num_samples
-        if seed is None:
-            seed = generator.initial_seed() if generator is not None else \
-                int(np.random.SeedSequence().entropy % (2 ** 63))
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self.epoch = _resolve_seed(generator, seed), 0
         if num_samples is not None and (not isinstance(num_samples, int) or num_samples <= 0):
             raise ValueError(f"num_samples should be a positive integer, but got {num_samples}")
 
@@ -45,12 +67,160 @@ class RandomSampler(Sampler):
 
     def __iter__(self):
         n = len(self.data_source)
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = _epoch_rng(self.seed, self.epoch)
         if self.replacement:
             return iter(rng.integers(0, n, self.num_samples).tolist())
         reps = -(-self.num_samples // n) if n else 0
         order = np.concatenate([rng.permutation(n) for _ in range(reps)]) if reps else []
         return iter(list(order[:self.num_samples]))
+
+    def __len__(self):
+        return self.num_samples
+
+
+class SubsetRandomSampler(Sampler):
+    """The given indices in a random order (a permutation, no replacement), seeded by
+    (seed, epoch): the same order on every pass until ``set_epoch`` changes the epoch."""
+
+    def __init__(self, indices, generator=None, seed=None):
+        self.indices, self.generator = indices, generator
+        self.seed, self.epoch = _resolve_seed(generator, seed), 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        for i in _epoch_rng(self.seed, self.epoch).permutation(len(self.indices)).tolist():
+            yield self.indices[i]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class WeightedRandomSampler(Sampler):
+    """``num_samples`` indices into ``weights``, each drawn with probability proportional to its
+    weight (torch.multinomial's semantics), seeded by (seed, epoch). Without replacement an index
+    is drawn at most once, so at least ``num_samples`` weights must be nonzero."""
+
+    def __init__(self, weights, num_samples, replacement=True, generator=None, seed=None):
+        if not _is_positive_int(num_samples):
+            raise ValueError("num_samples should be a positive integer value, but got "
+                             f"num_samples={num_samples}")
+        if not isinstance(replacement, bool):
+            raise ValueError("replacement should be a boolean value, but got "
+                             f"replacement={replacement}")
+        if hasattr(weights, "tolist") and not isinstance(weights, np.ndarray):
+            weights = weights.tolist()  # a pipeflow (or torch) tensor, on any device
+        w = np.array(weights, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"weights should be a 1d sequence but given weights have shape "
+                             f"{tuple(w.shape)}")
+        self._check_distribution(w, int(num_samples), replacement)
+        from ..factories import tensor
+        self.weights = tensor(w)  # float64, as torch keeps a double tensor
+        self._weights = w
+        self.num_samples, self.replacement = int(num_samples), replacement
+        self.generator = generator
+        self.seed, self.epoch = _resolve_seed(generator, seed), 0
+
+    @staticmethod
+    def _check_distribution(w, num_samples, replacement):
+        """torch.multinomial's checks and messages (raised here, at construction, rather than
+        on the first pass as torch does)."""
+        if replacement:
+            bad = np.flatnonzero(~(w >= 0) | ~np.isfinite(w))
+            if bad.size:
+                which = "< 0" if not w[bad[0]] >= 0 else "= infinity or NaN"
+                raise RuntimeError(f"invalid multinomial distribution (encountering probability "
+                                   f"entry {which})")
+        else:
+            if num_samples > w.size:
+                raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples "
+                                   "without replacement")
+            if not np.all((w >= 0) & np.isfinite(w)):
+                raise RuntimeError("probability tensor contains either `inf`, `nan` or "
+                                   "element < 0")
+        if not w.sum() > 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+        if not replacement and np.count_nonzero(w) < num_samples:
+            # torch's CPU kernel in recent releases pads with zero-weight indices instead; the
+            # message is that of its sequential kernel (and of torch.multinomial's docs)
+            raise RuntimeError("invalid multinomial distribution (with replacement=False, not "
+                               "enough non-negative category to sample)")
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng, w = _epoch_rng(self.seed, self.epoch), self._weights
+        if self.replacement:
+            cdf = np.cumsum(w)
+            # first index whose cumulative weight exceeds u: a zero weight is never picked
+            picks = np.searchsorted(cdf, rng.random(self.num_samples) * cdf[-1], side="right")
+            return iter(np.minimum(picks, w.size - 1).tolist())
+        # without replacement: the top num_samples of w / Exp(1) (the exponential race, as
+        # torch.multinomial), i.e. successive draws proportional to the remaining weights;
+        # only nonzero weights get a positive key, and there are enough of them
+        keys = w / rng.exponential(size=w.size)
+        return iter(np.argsort(-keys, kind="stable")[:self.num_samples].tolist())
+
+    def __len__(self):
+        return self.num_samples
+
+
+class DistributedSampler(Sampler):
+    """This rank's share of a dataset: torch.utils.data.DistributedSampler's algorithm. The
+    (optionally shuffled) index list is padded by repeating its start (``drop_last=False``) or
+    truncated (``drop_last=True``) to a multiple of ``num_replicas``; rank r takes every
+    ``num_replicas``-th index from r. The shuffle is a pure function of (seed, epoch), so every
+    rank computes the same permutation; call ``set_epoch`` each epoch.
+
+    With no process group, ``num_replicas`` and ``rank`` default to the WORLD_SIZE and RANK
+    environment variables (as set by torchrun), else 1 and 0."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        if num_replicas is None:
+            num_replicas = int(os.environ.get("WORLD_SIZE", 1))
+        if rank is None:
+            rank = int(os.environ.get("RANK", 0))
+        if not _is_positive_int(num_replicas):
+            raise ValueError(f"num_replicas should be a positive integer, but got "
+                             f"num_replicas={num_replicas}")
+        if rank >= num_replicas or rank < 0:
+            raise ValueError(f"Invalid rank {rank}, rank should be in the interval "
+                             f"[0, {num_replicas - 1}]")
+        self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+        self.epoch, self.drop_last, self.shuffle, self.seed = 0, drop_last, shuffle, seed
+        n = len(dataset)
+        if drop_last and n % self.num_replicas != 0:
+            # the largest multiple of num_replicas that fits: every rank gets as many
+            self.num_samples = math.ceil((n - self.num_replicas) / self.num_replicas)
+        else:
+            self.num_samples = math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            indices = _epoch_rng(self.seed, self.epoch).permutation(n).tolist()
+        else:
+            indices = list(range(n))
+        if not self.drop_last:
+            padding_size = self.total_size - len(indices)
+            if padding_size <= len(indices):
+                indices += indices[:padding_size]
+            else:
+                indices += (indices * math.ceil(padding_size / len(indices)))[:padding_size]
+        else:
+            indices = indices[:self.total_size]
+        assert len(indices) == self.total_size, (len(indices), self.total_size)
+        indices = indices[self.rank:self.total_size:self.num_replicas]
+        assert len(indices) == self.num_samples, (len(indices), self.num_samples)
+        return iter(indices)
 
     def __len__(self):
         return self.num_samples
@@ -63,7 +233,8 @@ class BatchSampler(Sampler):
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
 
     def set_epoch(self, epoch):
-        self.sampler.set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):  # the sampler may be any iterable of indices
+            self.sampler.set_epoch(epoch)
 
     def __iter__(self):
         batch = []

@@ -1,0 +1,95 @@
+"""Shared memory for the batch ring: blocks backed by files in /dev/shm that are unlinked
+the moment they are created. Only open file descriptors (passed between processes over
+their pipes) refer to a block, so the kernel frees it with the last process holding it:
+nothing can be left behind in /dev/shm, even when a process is SIGKILLed."""
+import errno
+import mmap
+import os
+import secrets
+
+import numpy as np
+
+SHM_DIR = os.environ.get("PIPEFLOW_SHM_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
+ALIGN = 64  # arrays in a slot start on cache-line (and SIMD) boundaries
+
+
+class SharedMemoryError(RuntimeError):
+    """The ring does not fit in shared memory."""
+
+
+def free_bytes():
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize
+
+
+def check_capacity(total, what):
+    """A clear error before a ring is allocated, instead of a bus error mid-epoch."""
+    free = free_bytes()
+    if total > free:
+        raise SharedMemoryError(
+            f"{what} needs {total / 2**20:.1f} MiB of shared memory but {SHM_DIR} has only "
+            f"{free / 2**20:.1f} MiB free: enlarge it (e.g. docker run --shm-size=8g) or "
+            "lower batch_size, prefetch_factor or num_workers")
+
+
+def create_fd(size):
+    """A file descriptor of `size` bytes of shared memory, reserved now (posix_fallocate) so
+    that running out shows here and not as SIGBUS when the memory is first touched."""
+    path = os.path.join(SHM_DIR, f"pipeflow-{os.getpid()}-{secrets.token_hex(8)}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.unlink(path)
+    try:
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise SharedMemoryError(
+                f"could not reserve {size / 2**20:.1f} MiB of shared memory in {SHM_DIR} "
+                f"({os.strerror(e.errno)}): enlarge it (e.g. docker run --shm-size=8g) or lower "
+                "batch_size, prefetch_factor or num_workers") from None
+        raise
+    return fd
+
+
+class Block:
+    """A mapped shared-memory block; owns its file descriptor."""
+
+    __slots__ = ("fd", "size", "mmap", "__weakref__")
+
+    def __init__(self, fd, size):
+        self.fd, self.size = fd, size
+        self.mmap = mmap.mmap(fd, max(size, 1))
+
+    def array(self):
+        """The whole block as a uint8 array (a new object each call, viewing the block)."""
+        return np.frombuffer(self.mmap, np.uint8, self.size)
+
+    def close(self):
+        if self.fd is not None:
+            try:
+                self.mmap.close()
+            except BufferError:  # arrays still view it: the mapping goes with them
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def layout(stack_specs):
+    """(offsets, total bytes) for arrays of the given (shape, dtype), each aligned."""
+    offsets, total = [], 0
+    for shape, dtype in stack_specs:
+        offsets.append(total)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        total += -(-nbytes // ALIGN) * ALIGN
+    return offsets, total
+
+
+def views(buffer, specs, offsets):
+    """Arrays of the given (shape, dtype) at `offsets` in a uint8 `buffer`."""
+    out = []
+    for (shape, dtype), offset in zip(specs, offsets):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        out.append(buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape))
+    return out
