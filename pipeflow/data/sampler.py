@@ -30,7 +30,12 @@ def _is_positive_int(value):
 
 class Sampler:
     def __iter__(self):
-        raise NotImplementedError
+        return iter(self.order().tolist())
+
+    def order(self):
+        """The epoch's indices as an int64 array (BatchSampler slices it: no Python loop
+        per index). Samplers define this, or __iter__."""
+        return np.fromiter(iter(self), np.int64)
 
     def set_epoch(self, epoch):
         """Samplers whose order depends on the epoch override this."""
@@ -40,8 +45,8 @@ class SequentialSampler(Sampler):
     def __init__(self, data_source):
         self.data_source = data_source
 
-    def __iter__(self):
-        return iter(range(len(self.data_source)))
+    def order(self):
+        return np.arange(len(self.data_source), dtype=np.int64)
 
     def __len__(self):
         return len(self.data_source)
@@ -65,14 +70,15 @@ class RandomSampler(Sampler):
     def set_epoch(self, epoch):
         self.epoch = epoch
 
-    def __iter__(self):
+    def order(self):
         n = len(self.data_source)
         rng = _epoch_rng(self.seed, self.epoch)
         if self.replacement:
-            return iter(rng.integers(0, n, self.num_samples).tolist())
+            return rng.integers(0, n, self.num_samples, dtype=np.int64)
         reps = -(-self.num_samples // n) if n else 0
-        order = np.concatenate([rng.permutation(n) for _ in range(reps)]) if reps else []
-        return iter(list(order[:self.num_samples]))
+        if not reps:
+            return np.zeros(0, np.int64)
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:self.num_samples]
 
     def __len__(self):
         return self.num_samples
@@ -237,14 +243,12 @@ class BatchSampler(Sampler):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        batch = []
-        for index in self.sampler:
-            batch.append(int(index))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch and not self.drop_last:
-            yield batch
+        order = self.sampler.order() if isinstance(self.sampler, Sampler) else \
+            np.fromiter(iter(self.sampler), np.int64)
+        size = self.batch_size
+        stop = len(order) - len(order) % size if self.drop_last else len(order)
+        for start in range(0, stop, size):
+            yield order[start:start + size].tolist()
 
     def __len__(self):
         n = len(self.sampler)
