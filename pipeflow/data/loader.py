@@ -165,6 +165,9 @@ def _iterable_batches(loader, items, collate_fn):
 
 
 # --- the worker pool ----------------------------------------------------------------------
+_EXHAUSTED = object()  # a worker's IterableDataset has no more batches
+
+
 class WorkerError(RuntimeError):
     """A worker died or failed in a way that cannot be re-raised as its own exception."""
 
@@ -196,6 +199,7 @@ class _WorkerPool:
         self.slot_count = 0
         self.capacity_checked = False
         self.closed = False
+        self._owner = {}          # IterableDataset task -> worker
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
                                            self.blocks)
 
@@ -247,9 +251,41 @@ class _WorkerPool:
                 self.shutdown()
 
     def _iterable_epoch(self, loader):
-        raise NotImplementedError("IterableDataset with num_workers > 0 is not supported yet")
+        """Each worker streams its own copy of the dataset (shard it with
+        get_worker_info()); batches come round-robin, as in PyTorch."""
+        active = list(range(self.num_workers))
+        outstanding, task_id, turn = {}, 0, 0
+        try:
+            for wid in active:
+                for _ in range(loader.prefetch_factor):
+                    self._send_next(wid, task_id, loader, outstanding)
+                    task_id += 1
+            per_worker = {wid: deque() for wid in active}
+            while active:
+                wid = active[turn % len(active)]
+                queue = per_worker[wid]
+                while not queue:  # a worker's batches arrive in the order it was asked
+                    for batch_id, batch in self._receive(outstanding, min(outstanding)):
+                        per_worker[self._owner.pop(batch_id)].append((batch_id, batch))
+                _, batch = queue.popleft()
+                if batch is _EXHAUSTED:
+                    active.remove(wid)
+                    continue
+                yield batch
+                turn += 1
+                self._send_next(wid, task_id, loader, outstanding)
+                task_id += 1
+        finally:
+            if not loader.persistent_workers or active or outstanding:
+                self.shutdown()
 
-    def _send_task(self, wid, batch_id, slot, indices, epoch):
+    def _send_next(self, wid, task_id, loader, outstanding):
+        slot = self._slot()
+        self._owner[task_id] = wid
+        self._send_task(wid, task_id, slot, loader.batch_size, loader.epoch, kind="next")
+        outstanding[task_id] = (wid, slot)
+
+    def _send_task(self, wid, batch_id, slot, indices, epoch, kind="task"):
         from multiprocessing.reduction import send_handle
         conn = self.conns[wid]
         gen = self.generation.get(slot)
@@ -258,7 +294,7 @@ class _WorkerPool:
             conn.send(("slot", slot, block.size))
             send_handle(conn, block.fd, self.procs[wid].pid)
             self.known[wid][slot] = gen
-        conn.send(("task", batch_id, slot, list(indices), epoch))
+        conn.send((kind, batch_id, slot, indices, epoch))
 
     def _receive(self, outstanding, waiting_for):
         """Wait for worker messages (or a worker's death, or the timeout)."""
@@ -280,6 +316,11 @@ class _WorkerPool:
                     self._raise_dead(wid)
                 if message[0] == "error":
                     self._raise_worker_error(message[2])
+                if message[0] == "exhausted":
+                    wid_slot = outstanding.pop(message[1])
+                    self._release(wid_slot[1])
+                    results.append((message[1], _EXHAUSTED))
+                    continue
                 _, batch_id, slot, node, new_size = message
                 if new_size is not None:  # the worker grew this slot: adopt its new block
                     self._adopt_block(wid, slot, shared.Block(recv_handle(item), new_size))

@@ -4,6 +4,7 @@ A worker receives tasks (batch id, sample indices, ring slot) over its pipe, fet
 samples, collates them straight into the slot's shared memory and answers with the
 batch's layout: no array ever crosses the pipe."""
 import ctypes
+import itertools
 import os
 import random
 import signal
@@ -114,6 +115,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     np.random.seed(worker_seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)
     blocks = {}  # slot -> Block
+    stream = None  # an IterableDataset's iterator in this worker
     try:
         if worker_init_fn is not None:
             worker_init_fn(worker_id)
@@ -134,7 +136,17 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
                 continue
             _, task_id, slot, indices, epoch = message
             try:
-                node = batch_plan(fetch(dataset, indices, seed, epoch), collate_fn)
+                if kind == "next":  # an IterableDataset: the next batch_size items
+                    if stream is None:
+                        stream = iter(dataset)
+                    samples = list(itertools.islice(stream, indices))
+                    if not samples:
+                        conn.send(("exhausted", task_id))
+                        stream = None
+                        continue
+                else:
+                    samples = fetch(dataset, indices, seed, epoch)
+                node = batch_plan(samples, collate_fn)
                 specs = [s.spec() for s in collate.stacks(node)]
                 offsets, total = shared.layout(specs)
                 block, new_size = blocks.get(slot), None
