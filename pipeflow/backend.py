@@ -117,6 +117,17 @@ def pinned_empty(shape, np_dtype):
     return np.frombuffer(mem, np_dtype, count).reshape(shape)
 
 
+def register_host_memory(ptr, size):
+    """Page-lock existing host memory (cudaHostRegister), so device copies from it need no
+    staging buffer and can run asynchronously."""
+    require_cuda("pinning host memory")
+    cupy.cuda.runtime.hostRegister(ptr, size, 0)
+
+
+def unregister_host_memory(ptr):
+    cupy.cuda.runtime.hostUnregister(ptr)
+
+
 def is_pinned(array):
     if not cuda_available() or not isinstance(array, np.ndarray):
         return False

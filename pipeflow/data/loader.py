@@ -342,11 +342,10 @@ class _WorkerPool:
                 raise
         old = self.blocks.get(slot)
         if old is not None:
-            _unpin(old)
             old.close()
         self.blocks[slot] = block
         if self.pin:
-            _pin(block)
+            block.pin()
         self.generation[slot] = self.generation.get(slot, 0) + 1
         self.known[wid][slot] = self.generation[slot]
 
@@ -415,26 +414,8 @@ def _stop_workers(conns, procs, blocks):
     for conn in conns:
         conn.close()
     for block in blocks.values():
-        _unpin(block)
         block.close()
     blocks.clear()
-
-
-def _pin(block):
-    """Register a slot as page-locked memory once, so copies to the GPU need no staging."""
-    ptr = np.frombuffer(block.mmap, np.uint8).ctypes.data
-    backend.cupy.cuda.runtime.hostRegister(ptr, block.size, 0)
-    block_pinned.add(id(block))
-
-
-def _unpin(block):
-    if id(block) in block_pinned and block.fd is not None:
-        ptr = np.frombuffer(block.mmap, np.uint8).ctypes.data
-        backend.cupy.cuda.runtime.hostUnregister(ptr)
-        block_pinned.discard(id(block))
-
-
-block_pinned = set()
 
 
 # --- device prefetch ----------------------------------------------------------------------

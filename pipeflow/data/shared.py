@@ -55,17 +55,28 @@ def create_fd(size):
 class Block:
     """A mapped shared-memory block; owns its file descriptor."""
 
-    __slots__ = ("fd", "size", "mmap", "__weakref__")
+    __slots__ = ("fd", "size", "mmap", "pinned", "__weakref__")
 
     def __init__(self, fd, size):
-        self.fd, self.size = fd, size
+        self.fd, self.size, self.pinned = fd, size, False
         self.mmap = mmap.mmap(fd, max(size, 1))
+
+    def pin(self):
+        """Register the block as page-locked memory for the GPU (once)."""
+        if not self.pinned and self.size:
+            from .. import backend
+            backend.register_host_memory(self.array().ctypes.data, self.size)
+            self.pinned = True
 
     def array(self):
         """The whole block as a uint8 array (a new object each call, viewing the block)."""
         return np.frombuffer(self.mmap, np.uint8, self.size)
 
     def close(self):
+        if self.pinned:
+            from .. import backend
+            backend.unregister_host_memory(self.array().ctypes.data)
+            self.pinned = False
         if self.fd is not None:
             try:
                 self.mmap.close()
