@@ -101,7 +101,9 @@ class DataLoader:
         if self.num_workers == 0:
             batches = _SingleProcess(self)
         else:
-            if self._pool is None or not self._pool.alive():
+            if self._pool is None or not self._pool.alive() or self._pool.busy:
+                if self._pool is not None:  # a new iterator replaces an unfinished one
+                    self._pool.shutdown()
                 self._pool = _WorkerPool(self)
             batches = self._pool.epoch(self, start)
         return _Served(self, _on_device(batches, self.device))
@@ -198,7 +200,7 @@ class _WorkerPool:
         self.free = deque()       # slots no batch refers to any longer
         self.slot_count = 0
         self.capacity_checked = False
-        self.closed = False
+        self.closed, self.busy = False, False
         self._owner = {}          # IterableDataset task -> worker
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
                                            self.blocks)
@@ -217,6 +219,7 @@ class _WorkerPool:
 
     def epoch(self, loader, start):
         """A generator of the epoch's batches, in order, from the workers."""
+        self.busy = True
         if loader.iterable:
             return self._iterable_epoch(loader)
         return self._indexed_epoch(loader, start)
@@ -247,6 +250,7 @@ class _WorkerPool:
                 for batch_id, batch in self._receive(outstanding, next_id):
                     ready[batch_id] = batch
         finally:
+            self.busy = False
             if not loader.persistent_workers or not exhausted or outstanding:
                 self.shutdown()
 
@@ -276,6 +280,7 @@ class _WorkerPool:
                 self._send_next(wid, task_id, loader, outstanding)
                 task_id += 1
         finally:
+            self.busy = False
             if not loader.persistent_workers or active or outstanding:
                 self.shutdown()
 
