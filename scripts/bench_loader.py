@@ -1,0 +1,435 @@
+"""DataLoader throughput, pipeflow vs torch, side by side in one process tree.
+
+1. Small samples: 60,000 in-memory 28x28 uint8 images + int64 labels (TensorDataset),
+   batch 256, shuffle, workers 0 and 2. Target: pipeflow >= 10x torch's samples/s.
+2. Real JPEGs: the 250 ImageNet photos of ../shared/data/imagenet-samples cycled to 2,000
+   samples; decode + RandomResizedCrop(224) + horizontal flip, ending in the same
+   normalised float32 NCHW batch of 64, workers 0 and 2. Each loader in its idiomatic form:
+   torch as torchvision's recipe does it (PIL crop/resize/flip, ToTensor + Normalize in the
+   workers; torchvision is re-implemented here with PIL + torch ops, since it is not
+   installed); pipeflow returns uint8 HWC samples (PIL draft mode where the crop is shrunk
+   a lot) and converts/normalises the whole uint8 batch after it arrives, on the batch's
+   device. Targets: >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one
+   process's rate of pipeflow's decode + crop + flip to uint8 in a plain loop.
+3. Loader state: time to the first batch (from iterator creation) and peak memory: the
+   maximum, over samples every 20 ms taken by a thread during the first pass, of the PSS
+   (proportional set size, /proc/<pid>/smaps_rollup, so shared-memory slots are not counted
+   twice) summed over this process and all its descendants, minus that sum just before
+   the loader was built.
+With an NVIDIA GPU (pipeflow.cuda.is_available()): host-to-device throughput of loader
+batches (device='cuda', pin_memory=True) against a pinned-memory bandwidth measured with
+CuPy in the same run (target >= 90%), and worker scaling 1..16 on the JPEG case.
+
+Timing: every configuration runs `passes` full epochs (workers are started by each epoch,
+persistent_workers=False on both sides); pass 1 measures the first batch and memory, the
+reported samples/s is the median over the later passes. The two libraries alternate per
+configuration. Usage: python scripts/bench_loader.py [--quick] [--passes N]
+"""
+import argparse
+import glob
+import math
+import os
+import statistics
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+import pipeflow as pf
+from pipeflow.data import worker as pf_worker
+
+try:
+    import torch
+    import torch.utils.data as tdata
+except ImportError:
+    raise SystemExit("this benchmark compares against torch: pip install torch==2.13.0")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "imagenet-samples"))
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+SIZE = 224
+SCALE = (0.08, 1.0)
+RATIO = (3 / 4, 4 / 3)
+
+
+# --- memory of the process tree ---------------------------------------------------------
+def _tree_pids(root):
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+                parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(
+                    int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, ()))
+    return out
+
+
+def tree_pss():
+    """Bytes of PSS summed over this process and its descendants."""
+    total = 0
+    for pid in _tree_pids(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+class PeakMemory:
+    """Peak of tree_pss() sampled by a thread, above the value at the start."""
+
+    def __init__(self, interval=0.02):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.base = self.peak = tree_pss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_pss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_pss())
+
+    @property
+    def delta_mib(self):
+        return (self.peak - self.base) / 2 ** 20
+
+
+# --- timing a loader --------------------------------------------------------------------
+def run_loader(make, passes, consume=None, sync=None):
+    """(samples/s median over passes 2.., first-batch seconds, peak MiB over baseline)."""
+    rates, first, peak = [], None, None
+    with PeakMemory() as mem:
+        loader = make()
+        start = time.perf_counter()
+        it = iter(loader)
+        n = _drain(it, consume, sync, on_first=lambda: time.perf_counter() - start)
+        first = n[1]
+    peak = mem.delta_mib
+    for _ in range(passes - 1):
+        start = time.perf_counter()
+        count, _ = _drain(iter(loader), consume, sync)
+        rates.append(count / (time.perf_counter() - start))
+    if not rates:
+        rates.append(n[0] / (time.perf_counter() - start))
+    del loader
+    return statistics.median(rates), first, peak
+
+
+def _drain(it, consume, sync, on_first=None):
+    count, first = 0, None
+    for batch in it:
+        if consume is not None:
+            batch = consume(batch)
+        if first is None and on_first is not None:
+            if sync is not None:
+                sync()
+            first = on_first()
+        count += len(batch[1])
+    if sync is not None:
+        sync()
+    return count, first
+
+
+# --- case 1: small in-memory samples ------------------------------------------------------
+def small_case(n, workers, passes):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.int64)
+    pf_ds = pf.data.TensorDataset(pf.tensor(images), pf.tensor(labels))
+    th_ds = tdata.TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+    rows = []
+    for w in workers:
+        pf_r = run_loader(lambda: pf.data.DataLoader(pf_ds, batch_size=256, shuffle=True,
+                                                     num_workers=w, seed=0), passes)
+        th_r = run_loader(lambda: tdata.DataLoader(th_ds, batch_size=256, shuffle=True,
+                                                   num_workers=w), passes)
+        rows.append(("28x28 uint8, batch 256", w, pf_r, th_r, None))
+    return rows
+
+
+# --- case 2: JPEGs --------------------------------------------------------------------------
+def image_files():
+    files = sorted(glob.glob(os.path.join(IMAGE_DIR, "*.JPEG")))
+    if not files:
+        raise SystemExit(f"no images in {IMAGE_DIR}: the JPEG case needs ../shared/data")
+    return files
+
+
+def crop_params(width, height, uniform, randint):
+    """torchvision's RandomResizedCrop.get_params: (top, left, h, w)."""
+    area = height * width
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for _ in range(10):
+        target_area = area * uniform(SCALE[0], SCALE[1])
+        aspect_ratio = math.exp(uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return randint(0, height - h + 1), randint(0, width - w + 1), h, w
+    in_ratio = float(width) / float(height)  # fallback: central crop
+    if in_ratio < min(RATIO):
+        w = width
+        h = int(round(w / min(RATIO)))
+    elif in_ratio > max(RATIO):
+        h = height
+        w = int(round(h * max(RATIO)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class TorchJPEGs(tdata.Dataset):
+    """torchvision's ImageNet training recipe: pil_loader, RandomResizedCrop(224),
+    RandomHorizontalFlip(), ToTensor(), Normalize(mean, std)."""
+
+    def __init__(self, files, n):
+        self.files, self.n = files, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        k = index % len(self.files)
+        with open(self.files[k], "rb") as f:  # torchvision.datasets.folder.pil_loader
+            img = Image.open(f).convert("RGB")
+        # RandomResizedCrop.get_params draws from torch's generator
+        top, left, h, w = crop_params(
+            img.width, img.height,
+            lambda a, b: torch.empty(1).uniform_(a, b).item(),
+            lambda a, b: torch.randint(a, b, size=(1,)).item())
+        img = img.resize((SIZE, SIZE), Image.BILINEAR, box=(left, top, left + w, top + h))
+        if torch.rand(1) < 0.5:  # RandomHorizontalFlip
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True))  # ToTensor
+        t = t.view(img.size[1], img.size[0], 3).permute((2, 0, 1)).contiguous()
+        t = t.to(dtype=torch.get_default_dtype()).div(255)
+        t = t.clone()  # Normalize(inplace=False)
+        mean = torch.as_tensor(MEAN, dtype=t.dtype)
+        std = torch.as_tensor(STD, dtype=t.dtype)
+        t.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+        return t, k
+
+
+class PipeflowJPEGs(pf.data.Dataset):
+    """Decode (PIL draft mode when the crop is shrunk by 2x or more) + RandomResizedCrop +
+    flip, drawn from the sample's own generator, to a uint8 HWC array."""
+
+    def __init__(self, files, n, draft=True):
+        self.files, self.n, self.draft = files, n, draft
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        k = index % len(self.files)
+        rng = pf.data.sample_generator()
+        with open(self.files[k], "rb") as f:
+            img = Image.open(f)
+            width, height = img.size  # from the header: nothing decoded yet
+            top, left, h, w = crop_params(width, height, rng.uniform,
+                                          lambda a, b: int(rng.integers(a, b)))
+            if self.draft:
+                # JPEG DCT scaling by 1/2, 1/4 or 1/8, only as far as the crop still has
+                # >= 224 pixels each way (a downscale, as without draft)
+                img.draft("RGB", (-(-width * SIZE // w), -(-height * SIZE // h)))
+            img = img.convert("RGB")
+        sx, sy = width / img.width, height / img.height
+        img = img.resize((SIZE, SIZE), Image.BILINEAR,
+                         box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return np.asarray(img), k
+
+
+_norm_consts = {}
+
+
+def normalise(batch):
+    """uint8 NHWC batch -> normalised float32 NCHW, with pipeflow ops on its device."""
+    x, y = batch
+    dev = str(x.device)
+    if dev not in _norm_consts:
+        mean = pf.tensor(np.array(MEAN, np.float32).reshape(1, 3, 1, 1) * 255).to(dev)
+        std = pf.tensor(np.array(STD, np.float32).reshape(1, 3, 1, 1) * 255).to(dev)
+        _norm_consts[dev] = mean, std
+    mean, std = _norm_consts[dev]
+    return (x.permute(0, 3, 1, 2).float() - mean) / std, y
+
+
+def ceiling_rate(files, count):
+    """Samples/s of one process running pipeflow's decode + crop + flip in a plain loop."""
+    ds = PipeflowJPEGs(files, count)
+    for i in range(min(20, count)):  # warm the page cache and PIL
+        pf_worker.sample_context.set(1, 0, i)
+        ds[i]
+    start = time.perf_counter()
+    for i in range(count):
+        pf_worker.sample_context.set(0, 0, i)
+        ds[i]
+    pf_worker.sample_context.key = None
+    return count / (time.perf_counter() - start)
+
+
+def check_same_output(files):
+    """Both pipelines end in the same kind of batch (shape, dtype, value range)."""
+    pf_b = normalise(next(iter(pf.data.DataLoader(PipeflowJPEGs(files, 8), batch_size=8))))
+    th_b = next(iter(tdata.DataLoader(TorchJPEGs(files, 8), batch_size=8)))
+    a, b = pf_b[0].numpy(), th_b[0].numpy()
+    assert a.shape == b.shape == (8, 3, SIZE, SIZE) and a.dtype == b.dtype == np.float32, \
+        (a.shape, a.dtype, b.shape, b.dtype)
+    # the same fixed crop through both paths agrees to rounding (uint8 quantisation aside)
+    img = Image.open(files[0]).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+    arr = np.asarray(img)[None]
+    ours = normalise((pf.tensor(arr), pf.tensor(np.zeros(1, np.int64))))[0].numpy()
+    theirs = ((torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
+               - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1))
+    assert np.allclose(ours, theirs.numpy(), atol=1e-5), abs(ours - theirs.numpy()).max()
+
+
+def jpeg_case(files, n, workers, passes, device=None, pin=False):
+    pf_ds, th_ds = PipeflowJPEGs(files, n), TorchJPEGs(files, n)
+    sync = None
+    if device is not None and device.startswith("cuda"):
+        sync = lambda: pf.backend.cupy.cuda.get_current_stream().synchronize()  # noqa: E731
+    rows = []
+    for w in workers:
+        pf_r = run_loader(lambda: pf.data.DataLoader(pf_ds, batch_size=64, shuffle=True,
+                                                     num_workers=w, seed=0, device=device,
+                                                     pin_memory=pin),
+                          passes, consume=normalise, sync=sync)
+        th_r = run_loader(lambda: tdata.DataLoader(th_ds, batch_size=64, shuffle=True,
+                                                   num_workers=w), passes)
+        rows.append(("JPEG 224, batch 64" + (f" ({device})" if device else ""), w, pf_r, th_r))
+    return rows
+
+
+# --- GPU ------------------------------------------------------------------------------------
+def pinned_bandwidth(nbytes, repeats=20):
+    """Bytes/s of a plain pinned host -> device copy with CuPy (median of repeats)."""
+    cupy = pf.backend.cupy
+    mem = cupy.cuda.alloc_pinned_memory(nbytes)
+    host = np.frombuffer(mem, np.uint8, nbytes)
+    host[:] = 1
+    dev = cupy.empty(nbytes, np.uint8)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    times = []
+    for _ in range(repeats + 3):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        dev.set(host, stream=stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return nbytes / statistics.median(times[3:])
+
+
+def h2d_case(n, batch, workers, passes):
+    """Throughput of loader batches arriving on the GPU (uint8 224x224x3 images already in
+    memory, so the workers only gather rows), in bytes/s, and the pinned bandwidth."""
+    cupy = pf.backend.cupy
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64)
+    ds = pf.data.TensorDataset(pf.tensor(images), pf.tensor(labels))
+    sync = lambda: cupy.cuda.get_current_stream().synchronize()  # noqa: E731
+    rate, first, _ = run_loader(
+        lambda: pf.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                   seed=0, device="cuda", pin_memory=True), passes, sync=sync)
+    per_sample = images[0].nbytes + labels[0].nbytes
+    return rate * per_sample, pinned_bandwidth(batch * per_sample)
+
+
+# --- report ---------------------------------------------------------------------------------
+def print_table(rows, ceilings):
+    head = (f"{'case':<30}{'workers':>8}{'pipeflow/s':>12}{'torch/s':>10}{'ratio':>7}"
+            f"{'%ceil':>7}{'1st pf ms':>10}{'1st th ms':>10}{'peak pf MiB':>12}"
+            f"{'peak th MiB':>12}")
+    print(head)
+    print("-" * len(head))
+    for case, w, (pr, pfirst, pmem), (tr, tfirst, tmem) in rows:
+        ceil = ceilings.get((case, w))
+        pct = f"{100 * pr / ceil:>6.0f}%" if ceil else f"{'':>7}"
+        print(f"{case:<30}{w:>8}{pr:>12,.0f}{tr:>10,.0f}{pr / tr:>7.2f}{pct}"
+              f"{pfirst * 1e3:>10.1f}{tfirst * 1e3:>10.1f}{pmem:>12.1f}{tmem:>12.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="epochs per configuration (default 3, --quick 2)")
+    args = parser.parse_args()
+    passes = args.passes or (2 if args.quick else 3)
+    n_small = 6_000 if args.quick else 60_000
+    n_jpeg = 256 if args.quick else 2_000
+    files = image_files()
+    check_same_output(files)
+    cuda = pf.cuda.is_available()
+
+    rows = small_case(n_small, (0, 2), passes)
+    one = ceiling_rate(files, 100 if args.quick else 250)
+    jpeg_rows = jpeg_case(files, n_jpeg, (0, 2), passes, device="cuda" if cuda else None,
+                          pin=cuda)
+    ceilings = {(case, w): max(w, 1) * one for case, w, _, _ in jpeg_rows}
+    rows += [(c, w, p, t) for c, w, p, t in jpeg_rows]
+    rows = [r[:4] for r in rows]
+
+    print(f"\nDataLoader throughput, samples/s (median of passes 2..{passes}); "
+          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    print(f"small: {n_small:,} samples; JPEG: {len(files)} photos cycled to {n_jpeg:,}; "
+          f"ceiling (one process, decode+crop+flip to uint8, plain loop) = {one:,.1f} samples/s"
+          f" x max(workers, 1)\n")
+    print_table(rows, ceilings)
+    print("\nratio = pipeflow / torch samples/s (higher is better for pipeflow); %ceil = "
+          "pipeflow / ceiling. 1st = ms from iter() to the first batch (pass 1, workers "
+          "started by it); peak = max PSS summed over the process tree (smaps_rollup, "
+          "sampled every 20 ms in pass 1) minus the sum before the loader was built.")
+    for case, w, (pr, *_), (tr, *_) in rows:
+        if case.startswith("28x28"):
+            print(f"  target small   w={w}: pipeflow >= 10x torch: {pr / tr:.1f}x "
+                  f"{'OK' if pr >= 10 * tr else 'MISSED'}")
+        else:
+            c = ceilings[(case, w)]
+            ok = pr >= 2 * tr and pr >= 0.85 * c
+            print(f"  target JPEG    w={w}: >= 2x torch ({pr / tr:.2f}x), >= 85% of ceiling "
+                  f"({100 * pr / c:.0f}%): {'OK' if ok else 'MISSED'}")
+
+    if not cuda:
+        print("\nGPU parts skipped: pipeflow.cuda.is_available() is False "
+              "(H2D throughput vs pinned bandwidth, worker scaling 1..16).")
+        return
+    n_h2d = 1024 if args.quick else 4096
+    got, peak = h2d_case(n_h2d, 256, min(8, os.cpu_count() or 1), passes)
+    print(f"\nH2D: loader batches (uint8 256x224x224x3, device='cuda', pin_memory=True) "
+          f"{got / 1e9:.2f} GB/s vs pinned bandwidth (CuPy) {peak / 1e9:.2f} GB/s = "
+          f"{100 * got / peak:.0f}% (target >= 90%: {'OK' if got >= 0.9 * peak else 'MISSED'})")
+    scale_workers = [w for w in (1, 2, 4, 8, 16)]
+    scale = jpeg_case(files, n_jpeg, scale_workers, passes, device="cuda", pin=True)
+    print(f"\nWorker scaling, JPEG case ({os.cpu_count()} CPUs):")
+    print_table([r[:4] for r in scale], {(c, w): w * one for c, w, _, _ in scale})
+
+
+if __name__ == "__main__":
+    main()
