@@ -3,6 +3,7 @@ the moment they are created. Only open file descriptors (passed between processe
 their pipes) refer to a block, so the kernel frees it with the last process holding it:
 nothing can be left behind in /dev/shm, even when a process is SIGKILLed."""
 import errno
+import math
 import mmap
 import os
 import secrets
@@ -91,16 +92,11 @@ def layout(stack_specs):
     offsets, total = [], 0
     for shape, dtype in stack_specs:
         offsets.append(total)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        total += -(-nbytes // ALIGN) * ALIGN
+        total += -(-(math.prod(shape) * dtype.itemsize) // ALIGN) * ALIGN
     return offsets, total
 
 
 def views(buffer, specs, offsets):
     """Arrays of the given (shape, dtype) at `offsets` in a uint8 `buffer`."""
-    out = []
-    for (shape, dtype), offset in zip(specs, offsets):
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        out.append(buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape))
-    return out
+    return [buffer[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
+            for (shape, dtype), offset in zip(specs, offsets)]
