@@ -190,6 +190,24 @@ def strip(node):
     return node
 
 
+def default_convert(sample):
+    """A sample with its NumPy arrays as Tensors, not batched (PyTorch's default_convert)."""
+    if isinstance(sample, (np.ndarray, np.generic)) and sample.dtype.kind not in "OUS":
+        return Tensor._wrap(np.asarray(sample))
+    if isinstance(sample, collections.abc.Mapping):
+        return {k: default_convert(v) for k, v in sample.items()}
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):
+        return type(sample)(*(default_convert(v) for v in sample))
+    if isinstance(sample, (tuple, list)):  # tuples come back as lists, as in PyTorch
+        return [default_convert(v) for v in sample]
+    return sample
+
+
+def convert_single(samples):
+    """The collate_fn of batch_size=None: the one sample, converted."""
+    return default_convert(samples[0])
+
+
 def default_collate(batch):
     node = plan(batch)
     arrays = [np.empty(*s.spec()) for s in stacks(node)]

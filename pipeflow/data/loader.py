@@ -42,6 +42,21 @@ class DataLoader:
                              "multiprocessing. let num_workers > 0 to enable multiprocessing.")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
+        if num_workers and prefetch_factor is not None and prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be a positive integer, got {prefetch_factor}")
+        if multiprocessing_context is not None:
+            if num_workers == 0:
+                raise ValueError("multiprocessing_context can only be used with multi-process "
+                                 f"loading (num_workers > 0), but got num_workers={num_workers}")
+            if isinstance(multiprocessing_context, str):
+                methods = multiprocessing.get_all_start_methods()
+                if multiprocessing_context not in methods:
+                    raise ValueError(f"multiprocessing_context option should specify a valid "
+                                     f"start method in {methods!r}, but got "
+                                     f"multiprocessing_context={multiprocessing_context!r}")
+        if batch_size is None and drop_last:
+            raise ValueError("batch_size=None option disables auto-batching and is mutually "
+                             "exclusive with drop_last")
         self.iterable = isinstance(dataset, IterableDataset)
         if self.iterable and (shuffle or sampler is not None or batch_sampler is not None):
             raise ValueError("DataLoader with IterableDataset: expected unspecified shuffle, "
@@ -56,25 +71,29 @@ class DataLoader:
             seed = generator.initial_seed() if generator is not None else \
                 int(np.random.SeedSequence().entropy % (2 ** 63))
         self.dataset, self.num_workers, self.seed = dataset, num_workers, int(seed)
+        if batch_size is None and collate_fn is None:  # no auto-batching: samples one by one
+            collate_fn = collate_module.convert_single
         self.collate_fn, self.pin_memory, self.timeout = collate_fn, pin_memory, timeout
         self.worker_init_fn, self.persistent_workers = worker_init_fn, persistent_workers
         self.prefetch_factor = 2 if prefetch_factor is None and num_workers else prefetch_factor
         self.multiprocessing_context = multiprocessing_context
         self.device = None if device is None else backend.device(device)
         self.batch_size, self.drop_last = batch_size, drop_last
+        self._own_sampler = not self.iterable and shuffle and sampler is None and batch_sampler is None
         if not self.iterable and batch_sampler is None:
             if sampler is None:
                 sampler = (RandomSampler(dataset, seed=self.seed) if shuffle
                            else SequentialSampler(dataset))
-            batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+            batch_sampler = BatchSampler(sampler, 1 if batch_size is None else batch_size,
+                                         drop_last)
         self.sampler, self.batch_sampler = sampler, batch_sampler
         self.epoch, self._resume_at, self._served = 0, 0, 0
         self._pool = None
 
     def __len__(self):
         if self.iterable:
-            n = len(self.dataset)
-            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+            n, size = len(self.dataset), 1 if self.batch_size is None else self.batch_size
+            return n // size if self.drop_last else -(-n // size)
         return len(self.batch_sampler)
 
     # --- resumable state ----------------------------------------------------------------
@@ -86,26 +105,33 @@ class DataLoader:
     def load_state_dict(self, state):
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
         self._resume_at = self._served = int(state["batches_served"])
-        if isinstance(self.sampler, RandomSampler):
+        if self._own_sampler:
             self.sampler.seed = self.seed
+        if self._pool is not None and self.seed != getattr(self._pool, "seed", None):
+            self._pool.shutdown()
 
     # --- iteration ------------------------------------------------------------------------
-    def _batch_indices(self):
+    def _batch_indices(self, start):
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(self.epoch)
-        return itertools.islice(iter(self.batch_sampler), self._resume_at, None)
+        return itertools.islice(iter(self.batch_sampler), start, None)
 
     def __iter__(self):
         start, self._resume_at = self._resume_at, 0
         self._served = start
         if self.num_workers == 0:
-            batches = _SingleProcess(self)
-        else:
-            if self._pool is None or not self._pool.alive() or self._pool.busy:
-                if self._pool is not None:  # a new iterator replaces an unfinished one
-                    self._pool.shutdown()
-                self._pool = _WorkerPool(self)
-            batches = self._pool.epoch(self, start)
+            batches = _SingleProcess(self, start)
+        else:  # each iterator has its own workers, unless they persist across epochs
+            pool = self._pool if self.persistent_workers else None
+            if pool is None or not pool.alive() or pool.busy:
+                if pool is not None:  # a new iterator replaces an unfinished one
+                    pool.shutdown()
+                pool = _WorkerPool(self)
+                if self.persistent_workers:
+                    self._pool = pool
+            batches = pool.epoch(self, start)
+        if self.iterable and start:  # a stream can't seek: skip the batches already served
+            batches = itertools.islice(batches, start, None)
         return _Served(self, _on_device(batches, self.device))
 
     def __del__(self):
@@ -123,9 +149,12 @@ class _Served:
         return self
 
     def __next__(self):
+        if self.batches is None:
+            raise StopIteration
         try:
             batch = next(self.batches)
         except StopIteration:
+            self.batches = None
             self.loader.epoch += 1
             self.loader._served = 0
             self.close()
@@ -134,6 +163,8 @@ class _Served:
         return batch
 
     def close(self):
+        if self.batches is None:
+            return
         close = getattr(self.batches, "close", None)
         if close is not None:
             close()
@@ -142,26 +173,28 @@ class _Served:
         self.close()
 
 
-def _SingleProcess(loader):
+def _SingleProcess(loader, start):
     """Batches fetched and collated in this process."""
     collate_fn = loader.collate_fn or collate_module.default_collate
     if loader.iterable:
         yield from _iterable_batches(loader, iter(loader.dataset), collate_fn)
         return
-    for indices in loader._batch_indices():
+    for batch_id, indices in enumerate(loader._batch_indices(start), start):
         try:
             samples = worker.fetch(loader.dataset, indices, loader.seed, loader.epoch)
+            worker.sample_context.set_batch(loader.seed, loader.epoch, batch_id)
+            yield collate_fn(samples)
         except worker.SampleError as e:
             raise e.cause
         finally:
             worker.sample_context.key = None
-        yield collate_fn(samples)
 
 
 def _iterable_batches(loader, items, collate_fn):
+    size = 1 if loader.batch_size is None else loader.batch_size
     while True:
-        chunk = list(itertools.islice(items, loader.batch_size))
-        if not chunk or (loader.drop_last and len(chunk) < loader.batch_size):
+        chunk = list(itertools.islice(items, size))
+        if not chunk or (loader.drop_last and len(chunk) < size):
             return
         yield collate_fn(chunk)
 
@@ -180,8 +213,9 @@ class _WorkerPool:
     def __init__(self, loader):
         ctx = loader.multiprocessing_context
         if ctx is None or isinstance(ctx, str):
-            ctx = multiprocessing.get_context(ctx or worker.start_method_default())
+            ctx = multiprocessing.get_context(ctx or worker.START_METHOD)
         self.num_workers, self.timeout = loader.num_workers, loader.timeout
+        self.seed = loader.seed
         self.pin = loader.pin_memory and backend.cuda_available()
         self.conns, self.procs = [], []
         for wid in range(loader.num_workers):
@@ -189,7 +223,7 @@ class _WorkerPool:
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     os.getpid()))
+                                     os.getpid(), loader.epoch))
             proc.start()
             theirs.close()
             self.conns.append(ours)
@@ -225,10 +259,10 @@ class _WorkerPool:
         return self._indexed_epoch(loader, start)
 
     def _indexed_epoch(self, loader, start):
-        tasks = enumerate(loader._batch_indices(), start)
+        tasks = enumerate(loader._batch_indices(start), start)
         limit = loader.prefetch_factor * self.num_workers
         outstanding, ready, next_id = {}, {}, start
-        exhausted = False
+        exhausted, failed = False, True
         try:
             while True:
                 while not exhausted and len(outstanding) < limit:
@@ -246,13 +280,27 @@ class _WorkerPool:
                     next_id += 1
                     continue
                 if not outstanding:
+                    failed = False
                     return
                 for batch_id, batch in self._receive(outstanding, next_id):
                     ready[batch_id] = batch
+        except GeneratorExit:  # the loop stopped early: persistent workers stay
+            failed = False
+            raise
         finally:
             self.busy = False
-            if not loader.persistent_workers or not exhausted or outstanding:
-                self.shutdown()
+            self._end_epoch(loader, outstanding, failed)
+
+    def _end_epoch(self, loader, outstanding, failed):
+        """Keep persistent workers, once the tasks in flight are answered; else stop."""
+        if loader.persistent_workers and not failed:
+            try:
+                while outstanding:
+                    self._receive(outstanding, min(outstanding))
+                return
+            except Exception:
+                pass
+        self.shutdown()
 
     def _iterable_epoch(self, loader):
         """Each worker streams its own copy of the dataset (shard it with
@@ -266,19 +314,24 @@ class _WorkerPool:
                     task_id += 1
             per_worker = {wid: deque() for wid in active}
             while active:
-                wid = active[turn % len(active)]
+                pos = turn % len(active)
+                wid = active[pos]
                 queue = per_worker[wid]
                 while not queue:  # a worker's batches arrive in the order it was asked
                     for batch_id, batch in self._receive(outstanding, min(outstanding)):
                         per_worker[self._owner.pop(batch_id)].append((batch_id, batch))
                 _, batch = queue.popleft()
                 if batch is _EXHAUSTED:
-                    active.remove(wid)
+                    del active[pos]
+                    turn = pos
                     continue
                 yield batch
                 turn += 1
                 self._send_next(wid, task_id, loader, outstanding)
                 task_id += 1
+            while outstanding:  # drain the prefetched tasks (answered 'exhausted')
+                for batch_id, batch in self._receive(outstanding, min(outstanding)):
+                    self._owner.pop(batch_id, None)
         finally:
             self.busy = False
             if not loader.persistent_workers or active or outstanding:
@@ -287,7 +340,9 @@ class _WorkerPool:
     def _send_next(self, wid, task_id, loader, outstanding):
         slot = self._slot()
         self._owner[task_id] = wid
-        self._send_task(wid, task_id, slot, loader.batch_size, loader.epoch, kind="next")
+        size = 1 if loader.batch_size is None else loader.batch_size
+        self._send_task(wid, task_id, slot, (size, loader.drop_last),
+                        loader.epoch, kind="next")
         outstanding[task_id] = (wid, slot)
 
     def _send_task(self, wid, batch_id, slot, indices, epoch, kind="task"):
@@ -357,7 +412,7 @@ class _WorkerPool:
     def _assemble(self, slot, node):
         """The batch as Tensors viewing the slot; the slot returns to the ring only when
         no array refers to this batch any longer."""
-        owner = self.blocks[slot].array()
+        owner = self.blocks[slot].array() if slot in self.blocks else np.zeros(0, np.uint8)
         specs = [s.spec() for s in collate_module.stacks(node)]
         offsets, _ = shared.layout(specs)
         weakref.finalize(owner, self._release, slot)

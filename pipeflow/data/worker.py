@@ -43,6 +43,10 @@ class _SampleContext:
     def set(self, seed, epoch, index):
         self.key, self._rng = (seed, epoch, index), None
 
+    def set_batch(self, seed, epoch, batch_id):
+        """For collate_fn: a stream per batch, apart from every sample's."""
+        self.set(seed, epoch, BATCH_STREAMS + batch_id)
+
     def generator(self):
         if self.key is None:
             return np.random.default_rng()
@@ -52,6 +56,7 @@ class _SampleContext:
 
 
 sample_context = _SampleContext()
+BATCH_STREAMS = 2 ** 62  # batch streams' keys, far from any sample index
 
 
 def sample_generator():
@@ -102,7 +107,7 @@ def _die_with_parent():
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid):
+                parent_pid, epoch=0):
     """Serve tasks until told to stop or the parent goes away."""
     from multiprocessing.reduction import recv_handle, send_handle
     global _worker_info
@@ -110,12 +115,13 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if os.getppid() != parent_pid:
         return
-    worker_seed = (seed + worker_id) % 2 ** 32
+    worker_seed = int(np.random.SeedSequence([seed % 2**64, epoch, worker_id]).generate_state(1)[0])
     random.seed(worker_seed)
     np.random.seed(worker_seed)
-    _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)
+    _worker_info = WorkerInfo(worker_id, num_workers, worker_seed, dataset)
     blocks = {}  # slot -> Block
     stream = None  # an IterableDataset's iterator in this worker
+    stream_epoch = None
     try:
         if worker_init_fn is not None:
             worker_init_fn(worker_id)
@@ -137,19 +143,24 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
             _, task_id, slot, indices, epoch = message
             try:
                 if kind == "next":  # an IterableDataset: the next batch_size items
-                    if stream is None:
-                        stream = iter(dataset)
-                    samples = list(itertools.islice(stream, indices))
-                    if not samples:
+                    size, drop_last = indices
+                    if stream_epoch != epoch:
+                        stream, stream_epoch = iter(dataset), epoch
+                    samples = [] if stream is None else list(itertools.islice(stream, size))
+                    if not samples or (drop_last and len(samples) < size):
                         conn.send(("exhausted", task_id))
                         stream = None
                         continue
                 else:
                     samples = fetch(dataset, indices, seed, epoch)
+                sample_context.set_batch(seed, epoch, task_id)
                 node = batch_plan(samples, collate_fn)
                 specs = [s.spec() for s in collate.stacks(node)]
                 offsets, total = shared.layout(specs)
                 block, new_size = blocks.get(slot), None
+                if total == 0:  # nothing to share (strings, empty arrays): no block needed
+                    conn.send(("done", task_id, slot, collate.strip(node), None))
+                    continue
                 if block is None or block.size < total:  # this slot grows: a new block
                     if block is not None:
                         block.close()
@@ -183,5 +194,4 @@ def _describe(error, worker_id):
             "index": index, "worker": worker_id, "pid": os.getpid(), "pickled": payload}
 
 
-def start_method_default():
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
