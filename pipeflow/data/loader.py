@@ -10,6 +10,7 @@ import multiprocessing.connection
 import os
 import pickle
 import signal
+import time
 import weakref
 from collections import deque
 
@@ -203,6 +204,13 @@ def _iterable_batches(loader, items, collate_fn):
 _EXHAUSTED = object()  # a worker's IterableDataset has no more batches
 
 
+class _Failure:
+    """A worker's error, raised when its batch's turn comes (earlier batches are served)."""
+
+    def __init__(self, info):
+        self.info = info
+
+
 class WorkerError(RuntimeError):
     """A worker died or failed in a way that cannot be re-raised as its own exception."""
 
@@ -223,7 +231,8 @@ class _WorkerPool:
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     os.getpid(), loader.epoch))
+                                     None if ctx.get_start_method() == "forkserver"
+                                     else os.getpid(), loader.epoch))
             proc.start()
             theirs.close()
             self.conns.append(ours)
@@ -276,7 +285,11 @@ class _WorkerPool:
                     self._send_task(wid, batch_id, slot, indices, loader.epoch)
                     outstanding[batch_id] = (wid, slot)
                 if next_id in ready:
-                    yield ready.pop(next_id)
+                    batch = ready.pop(next_id)
+                    if isinstance(batch, _Failure):
+                        self._raise_worker_error(batch.info)
+                    yield batch
+                    del batch
                     next_id += 1
                     continue
                 if not outstanding:
@@ -321,6 +334,8 @@ class _WorkerPool:
                     for batch_id, batch in self._receive(outstanding, min(outstanding)):
                         per_worker[self._owner.pop(batch_id)].append((batch_id, batch))
                 _, batch = queue.popleft()
+                if isinstance(batch, _Failure):
+                    self._raise_worker_error(batch.info)
                 if batch is _EXHAUSTED:
                     del active[pos]
                     turn = pos
@@ -349,12 +364,19 @@ class _WorkerPool:
         from multiprocessing.reduction import send_handle
         conn = self.conns[wid]
         gen = self.generation.get(slot)
-        if gen is not None and self.known[wid].get(slot) != gen:  # hand over the slot's block
-            block = self.blocks[slot]
-            conn.send(("slot", slot, block.size))
-            send_handle(conn, block.fd, self.procs[wid].pid)
-            self.known[wid][slot] = gen
-        conn.send((kind, batch_id, slot, indices, epoch))
+        try:
+            if gen is not None and self.known[wid].get(slot) != gen:  # hand over the block
+                block = self.blocks[slot]
+                conn.send(("slot", slot, block.size))
+                send_handle(conn, block.fd, self.procs[wid].pid)
+                self.known[wid][slot] = gen
+            conn.send((kind, batch_id, slot, indices, epoch))
+        except OSError:  # the worker is gone: say why (outside the except, no chained error)
+            failed = True
+        else:
+            failed = False
+        if failed:
+            self._raise_dead(wid)
 
     def _receive(self, outstanding, waiting_for):
         """Wait for worker messages (or a worker's death, or the timeout)."""
@@ -373,9 +395,15 @@ class _WorkerPool:
                 try:
                     message = item.recv()
                 except (EOFError, OSError):
+                    message = None
+                if message is None:
                     self._raise_dead(wid)
                 if message[0] == "error":
-                    self._raise_worker_error(message[2])
+                    if message[1] is None or message[1] not in outstanding:
+                        self._raise_worker_error(message[2])
+                    outstanding.pop(message[1])
+                    results.append((message[1], _Failure(message[2])))
+                    continue
                 if message[0] == "exhausted":
                     wid_slot = outstanding.pop(message[1])
                     self._release(wid_slot[1])
@@ -466,11 +494,16 @@ def _stop_workers(conns, procs, blocks):
             conn.send(("stop",))
         except (OSError, ValueError):
             pass
+    deadline = time.monotonic() + 1.0
+    for proc in procs:  # one grace period for all, not one each
+        proc.join(max(0.0, deadline - time.monotonic()))
     for proc in procs:
-        proc.join(1.0)
         if proc.is_alive():
             proc.kill()
-            proc.join(1.0)
+    for proc in procs:
+        proc.join(1.0)
+        if not proc.is_alive():
+            proc.close()  # frees its sentinel descriptor now, not when a batch lets go
     for conn in conns:
         conn.close()
     for block in blocks.values():

@@ -113,7 +113,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     global _worker_info
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    if os.getppid() != parent_pid:
+    if parent_pid is not None and os.getppid() != parent_pid:
         return
     worker_seed = int(np.random.SeedSequence([seed % 2**64, epoch, worker_id]).generate_state(1)[0])
     random.seed(worker_seed)
@@ -122,9 +122,13 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     blocks = {}  # slot -> Block
     stream = None  # an IterableDataset's iterator in this worker
     stream_epoch = None
+    init_error = None
     try:
         if worker_init_fn is not None:
-            worker_init_fn(worker_id)
+            try:
+                worker_init_fn(worker_id)
+            except Exception as e:
+                init_error = _describe(e, worker_id)
         while True:
             try:
                 message = conn.recv()
@@ -141,6 +145,9 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
                 blocks[slot] = shared.Block(recv_handle(conn), size)
                 continue
             _, task_id, slot, indices, epoch = message
+            if init_error is not None:
+                conn.send(("error", task_id, init_error))
+                continue
             try:
                 if kind == "next":  # an IterableDataset: the next batch_size items
                     size, drop_last = indices
@@ -162,6 +169,10 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
                     conn.send(("done", task_id, slot, collate.strip(node), None))
                     continue
                 if block is None or block.size < total:  # this slot grows: a new block
+                    if not blocks:  # the first batch tells the ring's size: check before writing
+                        shared.check_capacity(total * (2 * num_workers + 1),
+                                              f"the DataLoader's ring ({total / 2**20:.1f} MiB "
+                                              "per batch)")
                     if block is not None:
                         block.close()
                     block = blocks[slot] = shared.Block(shared.create_fd(total), total)
