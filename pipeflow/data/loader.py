@@ -449,7 +449,7 @@ class _WorkerPool:
     def _raise_dead(self, wid):
         proc = self.procs[wid]
         proc.join(0.1)
-        code = proc.exitcode
+        code, pid = proc.exitcode, proc.pid
         self.shutdown()
         if code is not None and code < 0:
             sig = signal.Signals(-code)
@@ -458,9 +458,9 @@ class _WorkerPool:
                      signal.SIGBUS: "a bus error, most likely /dev/shm ran out of space",
                      signal.SIGSEGV: "a segmentation fault in native code"}.get(
                 sig, f"signal {sig.name}")
-            raise WorkerError(f"DataLoader worker {wid} (pid {proc.pid}) was killed by signal "
+            raise WorkerError(f"DataLoader worker {wid} (pid {pid}) was killed by signal "
                               f"{sig.name}: {cause}")
-        raise WorkerError(f"DataLoader worker {wid} (pid {proc.pid}) exited unexpectedly with "
+        raise WorkerError(f"DataLoader worker {wid} (pid {pid}) exited unexpectedly with "
                           f"exit code {code}")
 
     def _raise_worker_error(self, info):
