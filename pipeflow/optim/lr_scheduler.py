@@ -166,19 +166,27 @@ def _per_group(optimizer, lr_lambda):
     return list(lr_lambda)
 
 
-class LambdaLR(LRScheduler):
-    """lr = initial_lr * lr_lambda(epoch) (one function, or one per group)."""
+class _LambdaScheduler(LRScheduler):
+    """Schedulers driven by one user function per param group."""
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
         self.optimizer = optimizer
         self.lr_lambdas = _per_group(optimizer, lr_lambda)
+        self._check_lambdas()
         super().__init__(optimizer, last_epoch)
+
+    def _check_lambdas(self):
+        """Subclasses that need callables check them here."""
 
     def state_dict(self):
         return _lambdas_state_dict(self, "lr_lambdas")
 
     def load_state_dict(self, state_dict):
         _lambdas_load_state_dict(self, "lr_lambdas", state_dict)
+
+
+class LambdaLR(_LambdaScheduler):
+    """lr = initial_lr * lr_lambda(epoch) (one function, or one per group)."""
 
     def get_lr(self):
         self._warn_get_lr()
@@ -186,22 +194,13 @@ class LambdaLR(LRScheduler):
                 for lmbda, base_lr in zip(self.lr_lambdas, self.base_lrs)]
 
 
-class MultiplicativeLR(LRScheduler):
+class MultiplicativeLR(_LambdaScheduler):
     """lr = lr * lr_lambda(epoch) at each step after the first."""
 
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        self.optimizer = optimizer
-        self.lr_lambdas = _per_group(optimizer, lr_lambda)
+    def _check_lambdas(self):
         for fn in self.lr_lambdas:
             if not callable(fn):
                 raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
-        super().__init__(optimizer, last_epoch)
-
-    def state_dict(self):
-        return _lambdas_state_dict(self, "lr_lambdas")
-
-    def load_state_dict(self, state_dict):
-        _lambdas_load_state_dict(self, "lr_lambdas", state_dict)
 
     def get_lr(self):
         self._warn_get_lr()

@@ -6,7 +6,21 @@ from ..module import Module
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 
-class Sequential(Module):
+class _Positional(Module):
+    """Modules held in order and addressed by position (Sequential, ModuleList)."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_Positional):
     """Modules called one after another; indexable and sliceable."""
 
     def __init__(self, *args):
@@ -43,16 +57,6 @@ class Sequential(Module):
             for i, m in enumerate(values):
                 self._modules[str(i)] = m
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
 
 def _checked_index(index, length):
     if not -length <= index < length:
@@ -60,7 +64,7 @@ def _checked_index(index, length):
     return index % length
 
 
-class ModuleList(Module):
+class ModuleList(_Positional):
     def __init__(self, modules=None):
         super().__init__()
         for m in modules or ():
@@ -74,16 +78,6 @@ class ModuleList(Module):
 
     def __setitem__(self, index, module):
         self._modules[str(_checked_index(index, len(self)))] = module
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         for m in modules:
