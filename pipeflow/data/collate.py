@@ -177,6 +177,18 @@ def assemble(node, arrays):
     return node
 
 
+def signature(node):
+    """A hashable summary of a stripped plan: equal signatures, same batch layout."""
+    if isinstance(node, Stack):
+        return ("s", node.shape, node.dtype.str)
+    if isinstance(node, _Rebuild):
+        children = node.children
+        items = tuple(sorted((k, signature(v)) for k, v in children.items())) \
+            if isinstance(children, dict) else tuple(signature(v) for v in children)
+        return ("r", node.kind, node.keep_tuples, items)
+    return ("v", repr(node))
+
+
 def strip(node):
     """The plan without the samples' data (what a worker sends the main process)."""
     if isinstance(node, Stack):

@@ -204,6 +204,17 @@ def _iterable_batches(loader, items, collate_fn):
 _EXHAUSTED = object()  # a worker's IterableDataset has no more batches
 
 
+class _Layout:
+    """A batch layout a worker sent: its plan, and where each array lies in a slot."""
+
+    __slots__ = ("node", "specs", "offsets")
+
+    def __init__(self, node):
+        self.node = node
+        self.specs = [s.spec() for s in collate_module.stacks(node)]
+        self.offsets, _ = shared.layout(self.specs)
+
+
 class _Failure:
     """A worker's error, raised when its batch's turn comes (earlier batches are served)."""
 
@@ -245,6 +256,7 @@ class _WorkerPool:
         self.capacity_checked = False
         self.closed, self.busy = False, False
         self._owner = {}          # IterableDataset task -> worker
+        self.layouts = {}         # worker -> the _Layout of its last batch
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
                                            self.blocks)
 
@@ -412,8 +424,10 @@ class _WorkerPool:
                 _, batch_id, slot, node, new_size = message
                 if new_size is not None:  # the worker grew this slot: adopt its new block
                     self._adopt_block(wid, slot, shared.Block(recv_handle(item), new_size))
+                if node is not None:  # a new layout (else: the worker's last one again)
+                    self.layouts[wid] = _Layout(node)
                 del outstanding[batch_id]
-                results.append((batch_id, self._assemble(slot, node)))
+                results.append((batch_id, self._assemble(slot, self.layouts[wid])))
             else:
                 self._raise_dead(next(i for i, p in enumerate(self.procs) if p.sentinel == item))
         return results
@@ -437,14 +451,13 @@ class _WorkerPool:
         self.generation[slot] = self.generation.get(slot, 0) + 1
         self.known[wid][slot] = self.generation[slot]
 
-    def _assemble(self, slot, node):
+    def _assemble(self, slot, layout):
         """The batch as Tensors viewing the slot; the slot returns to the ring only when
         no array refers to this batch any longer."""
         owner = self.blocks[slot].array() if slot in self.blocks else np.zeros(0, np.uint8)
-        specs = [s.spec() for s in collate_module.stacks(node)]
-        offsets, _ = shared.layout(specs)
-        weakref.finalize(owner, self._release, slot)
-        return collate_module.assemble(node, iter(shared.views(owner, specs, offsets)))
+        weakref.finalize(owner, self.free.append, slot)
+        arrays = shared.views(owner, layout.specs, layout.offsets)
+        return collate_module.assemble(layout.node, iter(arrays))
 
     def _raise_dead(self, wid):
         proc = self.procs[wid]

@@ -122,6 +122,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     blocks = {}  # slot -> Block
     stream = None  # an IterableDataset's iterator in this worker
     stream_epoch = None
+    layouts = _LayoutSender()
     init_error = None
     try:
         if worker_init_fn is not None:
@@ -166,7 +167,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
                 offsets, total = shared.layout(specs)
                 block, new_size = blocks.get(slot), None
                 if total == 0:  # nothing to share (strings, empty arrays): no block needed
-                    conn.send(("done", task_id, slot, collate.strip(node), None))
+                    conn.send(("done", task_id, slot, layouts.send(node), None))
                     continue
                 if block is None or block.size < total:  # this slot grows: a new block
                     if not blocks:  # the first batch tells the ring's size: check before writing
@@ -178,7 +179,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
                     block = blocks[slot] = shared.Block(shared.create_fd(total), total)
                     new_size = total
                 collate.fill(node, shared.views(block.array(), specs, offsets))
-                conn.send(("done", task_id, slot, collate.strip(node), new_size))
+                conn.send(("done", task_id, slot, layouts.send(node), new_size))
                 if new_size is not None:
                     send_handle(conn, block.fd, parent_pid)
             except Exception as e:  # reported to the main process, which re-raises it
@@ -188,6 +189,21 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     finally:
         for block in blocks.values():
             block.close()
+
+
+class _LayoutSender:
+    """Batches of a dataset mostly share one layout: send it once, then only None."""
+
+    def __init__(self):
+        self.last = None
+
+    def send(self, node):
+        stripped = collate.strip(node)
+        key = collate.signature(stripped)
+        if key == self.last:
+            return None
+        self.last = key
+        return stripped
 
 
 def _describe(error, worker_id):
