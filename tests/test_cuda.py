@@ -70,3 +70,17 @@ def test_manual_seed_reproduces_cuda_streams():
     pf.manual_seed(3)
     b = pf.randn(100, device="cuda").cpu().numpy()
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_delivers_pinned_batches_on_the_gpu(num_workers):
+    from pipeflow.data import DataLoader, TensorDataset
+    images = np.random.default_rng(0).integers(0, 255, (512, 3, 32, 32), dtype=np.uint8)
+    dataset = TensorDataset(pf.tensor(images), pf.arange(512))
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, seed=1, num_workers=num_workers,
+                        pin_memory=True, device="cuda")
+    reference = DataLoader(dataset, batch_size=64, shuffle=True, seed=1)
+    for (x, y), (xr, yr) in zip(loader, reference):
+        assert x.device == "cuda:0" and y.device == "cuda:0"
+        np.testing.assert_array_equal(x.cpu().numpy(), xr.numpy())
+        np.testing.assert_array_equal(y.cpu().numpy(), yr.numpy())

@@ -4,6 +4,7 @@ processes that collate straight into a ring of shared-memory slots.
 Batch order is a pure function of (seed, epoch, position) and every sample is loaded with
 a random stream of its own (worker.sample_generator), so the batches do not depend on
 num_workers, and the loader's whole resumable state is {seed, epoch, batches served}."""
+import functools
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -175,8 +176,11 @@ class _Served:
 
 
 def _SingleProcess(loader, start):
-    """Batches fetched and collated in this process."""
+    """Batches fetched and collated in this process (into page-locked memory when
+    pin_memory is set and there is a GPU, so the copy to the device can overlap)."""
     collate_fn = loader.collate_fn or collate_module.default_collate
+    if loader.pin_memory and backend.cuda_available():
+        collate_fn = functools.partial(_collate_pinned, loader.collate_fn)
     if loader.iterable:
         yield from _iterable_batches(loader, iter(loader.dataset), collate_fn)
         return
@@ -189,6 +193,14 @@ def _SingleProcess(loader, start):
             raise e.cause
         finally:
             worker.sample_context.key = None
+
+
+def _collate_pinned(collate_fn, samples):
+    """The batch, its arrays in pinned host memory (the workers' path, minus the ring)."""
+    node = worker.batch_plan(samples, collate_fn)
+    arrays = [backend.pinned_empty(*s.spec()) for s in collate_module.stacks(node)]
+    collate_module.fill(node, arrays)
+    return collate_module.assemble(node, iter(arrays))
 
 
 def _iterable_batches(loader, items, collate_fn):
