@@ -265,7 +265,6 @@ class _WorkerPool:
         self.known = [dict() for _ in self.procs]  # per worker: slot -> generation it maps
         self.free = deque()       # slots no batch refers to any longer
         self.slot_count = 0
-        self.capacity_checked = False
         self.closed, self.busy = False, False
         self._owner = {}          # IterableDataset task -> worker
         self.layouts = {}         # worker -> the _Layout of its last batch
@@ -280,9 +279,6 @@ class _WorkerPool:
             return self.free.popleft()
         self.slot_count += 1
         return self.slot_count - 1
-
-    def _release(self, slot):
-        self.free.append(slot)
 
     def epoch(self, loader, start):
         """A generator of the epoch's batches, in order, from the workers."""
@@ -430,7 +426,7 @@ class _WorkerPool:
                     continue
                 if message[0] == "exhausted":
                     wid_slot = outstanding.pop(message[1])
-                    self._release(wid_slot[1])
+                    self.free.append(wid_slot[1])
                     results.append((message[1], _EXHAUSTED))
                     continue
                 _, batch_id, slot, node, new_size = message
@@ -445,15 +441,8 @@ class _WorkerPool:
         return results
 
     def _adopt_block(self, wid, slot, block):
-        if not self.capacity_checked:  # the first batch tells the ring's size: check it now
-            self.capacity_checked = True
-            others = (self.num_workers * 2 + 1) * block.size
-            try:
-                shared.check_capacity(others, f"the DataLoader's ring ({block.size / 2**20:.1f} "
-                                              "MiB per batch)")
-            except shared.SharedMemoryError:
-                block.close()
-                raise
+        """A worker grew a slot (its first batch there, or a larger one): map its block.
+        (The worker checked that the ring fits in shared memory before writing.)"""
         old = self.blocks.get(slot)
         if old is not None:
             old.close()
