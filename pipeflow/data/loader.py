@@ -239,46 +239,68 @@ class WorkerError(RuntimeError):
 
 
 class _WorkerPool:
-    """Worker processes, their pipes, and the ring of shared-memory slots they fill."""
+    """Worker processes, their pipes, and the shared-memory slots each of them fills.
+
+    Each worker owns its slots (up to SLOT_CAP): a shared flag per slot says it is free,
+    and a semaphore counts the free ones. The main process sets a slot's flag and counts
+    it up when no batch refers to the slot any longer; per batch only the result crosses
+    the pipe."""
+
+    SLOT_CAP = 1024
 
     def __init__(self, loader):
+        from multiprocessing.reduction import send_handle
         ctx = loader.multiprocessing_context
         if ctx is None or isinstance(ctx, str):
             ctx = multiprocessing.get_context(ctx or worker.START_METHOD)
         self.num_workers, self.timeout = loader.num_workers, loader.timeout
-        self.seed = loader.seed
+        self.seed, self.prefetch = loader.seed, loader.prefetch_factor
         self.pin = loader.pin_memory and backend.cuda_available()
-        self.conns, self.procs = [], []
+        self.conns, self.procs, self.credits, self.flag_blocks = [], [], [], []
+        parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
         for wid in range(loader.num_workers):
             ours, theirs = ctx.Pipe(duplex=True)
+            credits = ctx.Semaphore(0)
+            flags = shared.Block(shared.create_fd(self.SLOT_CAP), self.SLOT_CAP)
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     None if ctx.get_start_method() == "forkserver"
-                                     else os.getpid(), loader.epoch))
+                                     parent, loader.epoch, credits, self.SLOT_CAP, self.prefetch))
             proc.start()
             theirs.close()
+            send_handle(ours, flags.fd, proc.pid)  # the slots' free flags, shared
             self.conns.append(ours)
             self.procs.append(proc)
-        self.blocks = {}          # slot -> shared.Block (the main process's mapping)
-        self.generation = {}      # slot -> int, bumped when the slot gets a new block
-        self.known = [dict() for _ in self.procs]  # per worker: slot -> generation it maps
-        self.free = deque()       # slots no batch refers to any longer
-        self.slot_count = 0
-        self.closed, self.busy = False, False
-        self._owner = {}          # IterableDataset task -> worker
+            self.credits.append(credits)
+            self.flag_blocks.append(flags)
+        self.flags = [b.array() for b in self.flag_blocks]
+        self.slots = [0] * self.num_workers  # slots each worker has
+        self.held = [0] * self.num_workers   # of those, the ones batches still refer to
+        for wid in range(self.num_workers):
+            for _ in range(self.prefetch):
+                self._add_slot(wid)
+        self.blocks = {}          # (worker, slot) -> shared.Block (the main process's mapping)
         self.layouts = {}         # worker -> the _Layout of its last batch
+        self.closed, self.busy = False, False
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
-                                           self.blocks)
+                                           self.blocks, self.flag_blocks)
 
     def alive(self):
         return not self.closed and all(p.is_alive() for p in self.procs)
 
-    def _slot(self):
-        if self.free:
-            return self.free.popleft()
-        self.slot_count += 1
-        return self.slot_count - 1
+    def _add_slot(self, wid):
+        if self.slots[wid] == self.SLOT_CAP:
+            raise RuntimeError(f"DataLoader worker {wid} has {self.SLOT_CAP} batches alive: "
+                               "release batches you no longer need")
+        self.flags[wid][self.slots[wid]] = 1
+        self.slots[wid] += 1
+        self.credits[wid].release()
+
+    def _release(self, wid, slot):
+        """No batch refers to the slot any longer: the worker may fill it again."""
+        self.held[wid] -= 1
+        self.flags[wid][slot] = 1
+        self.credits[wid].release()
 
     def epoch(self, loader, start):
         """A generator of the epoch's batches, in order, from the workers."""
@@ -287,23 +309,22 @@ class _WorkerPool:
             return self._iterable_epoch(loader)
         return self._indexed_epoch(loader, start)
 
+    def _start(self, loader, work):
+        for wid, conn in enumerate(self.conns):
+            try:
+                conn.send(("epoch", loader.epoch, loader.seed, work(wid)))
+            except OSError:
+                self._raise_dead(wid)
+
     def _indexed_epoch(self, loader, start):
-        tasks = enumerate(loader._batch_indices(start), start)
-        limit = loader.prefetch_factor * self.num_workers
-        outstanding, ready, next_id = {}, {}, start
-        exhausted, failed = False, True
+        batches = list(enumerate(loader._batch_indices(start), start))
+        n = self.num_workers
+        pending, ready, next_id, end = set(), {}, start, start + len(batches)
+        failed = True
         try:
-            while True:
-                while not exhausted and len(outstanding) < limit:
-                    task = next(tasks, None)
-                    if task is None:
-                        exhausted = True
-                        break
-                    batch_id, indices = task
-                    wid = batch_id % self.num_workers
-                    slot = self._slot()
-                    self._send_task(wid, batch_id, slot, indices, loader.epoch)
-                    outstanding[batch_id] = (wid, slot)
+            self._start(loader, lambda wid: [b for b in batches if b[0] % n == wid])
+            pending.update(b[0] for b in batches)
+            while next_id < end:
                 if next_id in ready:
                     batch = ready.pop(next_id)
                     if isinstance(batch, _Failure):
@@ -312,48 +333,33 @@ class _WorkerPool:
                     del batch
                     next_id += 1
                     continue
-                if not outstanding:
-                    failed = False
-                    return
-                for batch_id, batch in self._receive(outstanding, next_id):
+                self._unstall(next_id % n)
+                for batch_id, batch in self._receive(pending, next_id):
                     ready[batch_id] = batch
+            failed = False
         except GeneratorExit:  # the loop stopped early: persistent workers stay
             failed = False
             raise
         finally:
             self.busy = False
-            self._end_epoch(loader, outstanding, failed)
-
-    def _end_epoch(self, loader, outstanding, failed):
-        """Keep persistent workers, once the tasks in flight are answered; else stop."""
-        if loader.persistent_workers and not failed:
-            try:
-                while outstanding:
-                    self._receive(outstanding, min(outstanding))
-                return
-            except Exception:
-                pass
-        self.shutdown()
+            self._end_epoch(loader, bool(pending), failed)
 
     def _iterable_epoch(self, loader):
         """Each worker streams its own copy of the dataset (shard it with
         get_worker_info()); batches come round-robin, as in PyTorch."""
-        active = list(range(self.num_workers))
-        outstanding, task_id, turn = {}, 0, 0
+        size = 1 if loader.batch_size is None else loader.batch_size
+        active, turn, failed = list(range(self.num_workers)), 0, True
+        queues = {wid: deque() for wid in active}
         try:
-            for wid in active:
-                for _ in range(loader.prefetch_factor):
-                    self._send_next(wid, task_id, loader, outstanding)
-                    task_id += 1
-            per_worker = {wid: deque() for wid in active}
+            self._start(loader, lambda wid: ("stream", size, loader.drop_last))
             while active:
                 pos = turn % len(active)
                 wid = active[pos]
-                queue = per_worker[wid]
-                while not queue:  # a worker's batches arrive in the order it was asked
-                    for batch_id, batch in self._receive(outstanding, min(outstanding)):
-                        per_worker[self._owner.pop(batch_id)].append((batch_id, batch))
-                _, batch = queue.popleft()
+                while not queues[wid]:  # a worker's batches arrive in its order
+                    self._unstall(wid)
+                    for source, batch in self._receive(None, wid):
+                        queues[source].append(batch)
+                batch = queues[wid].popleft()
                 if isinstance(batch, _Failure):
                     self._raise_worker_error(batch.info)
                 if batch is _EXHAUSTED:
@@ -362,101 +368,123 @@ class _WorkerPool:
                     continue
                 yield batch
                 turn += 1
-                self._send_next(wid, task_id, loader, outstanding)
-                task_id += 1
-            while outstanding:  # drain the prefetched tasks (answered 'exhausted')
-                for batch_id, batch in self._receive(outstanding, min(outstanding)):
-                    self._owner.pop(batch_id, None)
+            failed = False
+        except GeneratorExit:
+            failed = False
+            raise
         finally:
             self.busy = False
-            if not loader.persistent_workers or active or outstanding:
-                self.shutdown()
+            self._end_epoch(loader, bool(active), failed)
 
-    def _send_next(self, wid, task_id, loader, outstanding):
-        slot = self._slot()
-        self._owner[task_id] = wid
-        size = 1 if loader.batch_size is None else loader.batch_size
-        self._send_task(wid, task_id, slot, (size, loader.drop_last),
-                        loader.epoch, kind="next")
-        outstanding[task_id] = (wid, slot)
+    def _unstall(self, wid):
+        """If every slot of the worker we wait for holds a batch still in use, give it one
+        more (so keeping batches alive grows the ring instead of deadlocking)."""
+        if self.held[wid] == self.slots[wid]:
+            self._add_slot(wid)
 
-    def _send_task(self, wid, batch_id, slot, indices, epoch, kind="task"):
-        from multiprocessing.reduction import send_handle
-        conn = self.conns[wid]
-        gen = self.generation.get(slot)
-        try:
-            if gen is not None and self.known[wid].get(slot) != gen:  # hand over the block
-                block = self.blocks[slot]
-                conn.send(("slot", slot, block.size))
-                send_handle(conn, block.fd, self.procs[wid].pid)
-                self.known[wid][slot] = gen
-            conn.send((kind, batch_id, slot, indices, epoch))
-        except OSError:  # the worker is gone: say why (outside the except, no chained error)
-            failed = True
-        else:
-            failed = False
-        if failed:
-            self._raise_dead(wid)
+    def _end_epoch(self, loader, unfinished, failed):
+        """Keep persistent workers (cancelling what is left of the epoch); else stop."""
+        if loader.persistent_workers and not failed:
+            try:
+                if unfinished:
+                    self._cancel()
+                return
+            except Exception:
+                pass
+        self.shutdown()
 
-    def _receive(self, outstanding, waiting_for):
-        """Wait for worker messages (or a worker's death, or the timeout)."""
+    def _cancel(self):
+        for conn in self.conns:
+            conn.send(("cancel",))
+        waiting = set(range(self.num_workers))
+        while waiting:
+            for wid, message in self._messages():
+                if message[0] == "cancelled":
+                    waiting.discard(wid)
+                elif message[0] == "done":
+                    self._batch(wid, message)  # assembled and dropped: its slot returns
+
+    def _messages(self):
+        """(worker, message) pairs once any arrive; raises on a worker's death or timeout."""
         from multiprocessing.reduction import recv_handle
         waitables = self.conns + [p.sentinel for p in self.procs]
         ready = multiprocessing.connection.wait(waitables, self.timeout or None)
         if not ready:
-            wid = outstanding[waiting_for][0]
-            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting for "
-                               f"batch {waiting_for} from worker {wid} "
-                               f"(pid {self.procs[wid].pid})")
-        results = []
+            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
+                               "for a batch")
+        out = []
         for item in ready:
-            if item in self.conns:
-                wid = self.conns.index(item)
-                try:
-                    message = item.recv()
-                except (EOFError, OSError):
-                    message = None
-                if message is None:
-                    self._raise_dead(wid)
-                if message[0] == "error":
-                    if message[1] is None or message[1] not in outstanding:
-                        self._raise_worker_error(message[2])
-                    outstanding.pop(message[1])
-                    results.append((message[1], _Failure(message[2])))
+            if item not in self.conns:
+                wid = next(i for i, p in enumerate(self.procs) if p.sentinel == item)
+                if self.conns[wid].poll():  # its last words first
                     continue
-                if message[0] == "exhausted":
-                    wid_slot = outstanding.pop(message[1])
-                    self.free.append(wid_slot[1])
-                    results.append((message[1], _EXHAUSTED))
-                    continue
-                _, batch_id, slot, node, new_size = message
-                if new_size is not None:  # the worker grew this slot: adopt its new block
-                    self._adopt_block(wid, slot, shared.Block(recv_handle(item), new_size))
-                if node is not None:  # a new layout (else: the worker's last one again)
-                    self.layouts[wid] = _Layout(node)
-                del outstanding[batch_id]
-                results.append((batch_id, self._assemble(slot, self.layouts[wid])))
+                self._raise_dead(wid)
+            wid = self.conns.index(item)
+            try:
+                message = item.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is None:
+                self._raise_dead(wid)
+            if message[0] == "done" and message[4] is not None:
+                # the worker grew this slot: adopt its new block (its fd follows)
+                self._adopt_block(wid, message[2], shared.Block(recv_handle(item), message[4]))
+            out.append((wid, message))
+        return out
+
+    def _receive(self, pending, waiting_for):
+        """Results: (batch id, batch) for indexed epochs (`pending` ids), or (worker,
+        batch) for streams (`pending` None); errors come back as _Failure."""
+        try:
+            messages = self._messages()
+        except RuntimeError as e:
+            if "timed out" in str(e) and pending is not None:
+                wid = waiting_for % self.num_workers
+                raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
+                                   f"for batch {waiting_for} from worker {wid} "
+                                   f"(pid {self.procs[wid].pid})") from None
+            raise
+        results = []
+        for wid, message in messages:
+            kind = message[0]
+            if kind == "error":
+                batch = _Failure(message[2])
+                key = message[1] if pending is not None else wid
+            elif kind == "exhausted":
+                batch, key = _EXHAUSTED, wid
+            elif kind == "done":
+                batch = self._batch(wid, message)
+                key = message[1] if pending is not None else wid
             else:
-                self._raise_dead(next(i for i, p in enumerate(self.procs) if p.sentinel == item))
+                continue
+            if pending is not None:
+                pending.discard(key)
+            results.append((key, batch))
         return results
+
+    def _batch(self, wid, message):
+        _, batch_id, slot, node, _ = message
+        if node is not None:  # a new layout (else: the worker's last one again)
+            self.layouts[wid] = _Layout(node)
+        return self._assemble(wid, slot, self.layouts[wid])
 
     def _adopt_block(self, wid, slot, block):
         """A worker grew a slot (its first batch there, or a larger one): map its block.
-        (The worker checked that the ring fits in shared memory before writing.)"""
-        old = self.blocks.get(slot)
+        (The worker checked that its slots fit in shared memory before writing.)"""
+        old = self.blocks.get((wid, slot))
         if old is not None:
             old.close()
-        self.blocks[slot] = block
+        self.blocks[(wid, slot)] = block
         if self.pin:
             block.pin()
-        self.generation[slot] = self.generation.get(slot, 0) + 1
-        self.known[wid][slot] = self.generation[slot]
 
-    def _assemble(self, slot, layout):
-        """The batch as Tensors viewing the slot; the slot returns to the ring only when
+    def _assemble(self, wid, slot, layout):
+        """The batch as Tensors viewing the slot; the slot returns to its worker only when
         no array refers to this batch any longer."""
-        owner = self.blocks[slot].array() if slot in self.blocks else np.zeros(0, np.uint8)
-        weakref.finalize(owner, self.free.append, slot)
+        block = self.blocks.get((wid, slot))
+        owner = block.array() if block is not None else np.zeros(0, np.uint8)
+        self.held[wid] += 1
+        weakref.finalize(owner, self._release, wid, slot)
         arrays = shared.views(owner, layout.specs, layout.offsets)
         return collate_module.assemble(layout.node, iter(arrays))
 
@@ -502,7 +530,7 @@ class _WorkerPool:
             self._finalizer()
 
 
-def _stop_workers(conns, procs, blocks):
+def _stop_workers(conns, procs, blocks, flag_blocks):
     for conn in conns:
         try:
             conn.send(("stop",))
@@ -520,7 +548,7 @@ def _stop_workers(conns, procs, blocks):
             proc.close()  # frees its sentinel descriptor now, not when a batch lets go
     for conn in conns:
         conn.close()
-    for block in blocks.values():
+    for block in list(blocks.values()) + flag_blocks:
         block.close()
     blocks.clear()
 

@@ -106,89 +106,155 @@ def _die_with_parent():
         pass
 
 
+class _Stop(Exception):
+    """The main process said stop, or went away."""
+
+
+class _Worker:
+    """A worker's state: its dataset, its pipe, its slots and the credits for them.
+
+    Per epoch the main process sends one message: this worker's batches (or, for an
+    IterableDataset, a request to stream). A batch needs a free slot: the main process
+    marks slots free in the shared `free` flags and counts them up on the `credits`
+    semaphore when no batch refers to them any longer, so no message crosses the pipe
+    per batch except the result."""
+
+    def __init__(self, worker_id, num_workers, dataset, conn, collate_fn, credits, free,
+                 prefetch, parent_pid):
+        self.id, self.num_workers, self.dataset, self.conn = worker_id, num_workers, dataset, conn
+        self.collate_fn, self.credits, self.free = collate_fn, credits, free
+        self.prefetch, self.parent_pid = prefetch, parent_pid
+        self.blocks = {}  # slot -> Block
+        self.layouts = _LayoutSender()
+        self.init_error = None
+
+    def run(self, seed, epoch, worker_init_fn):
+        global _worker_info
+        worker_seed = int(np.random.SeedSequence([seed % 2 ** 64, epoch, self.id]).generate_state(1)[0])
+        random.seed(worker_seed)
+        np.random.seed(worker_seed)
+        _worker_info = WorkerInfo(self.id, self.num_workers, worker_seed, self.dataset)
+        if worker_init_fn is not None:
+            try:
+                worker_init_fn(self.id)
+            except Exception as e:
+                self.init_error = _describe(e, self.id)
+        try:
+            while True:
+                message = self._recv()
+                if message[0] == "epoch":
+                    self._serve(*message[1:])
+                elif message[0] == "cancel":
+                    self.conn.send(("cancelled",))
+        except (_Stop, KeyboardInterrupt):
+            pass
+        finally:
+            for block in self.blocks.values():
+                block.close()
+
+    def _recv(self):
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            raise _Stop from None
+        if message[0] == "stop":
+            raise _Stop
+        return message
+
+    def _cancelled(self):
+        """Whether the main process cancelled this epoch (checked between batches)."""
+        if self.conn.poll():
+            if self._recv()[0] == "cancel":
+                self.conn.send(("cancelled",))
+                return True
+        return False
+
+    def _take_slot(self):
+        """A free slot: wait for a credit, still answering the pipe while waiting."""
+        while not self.credits.acquire(timeout=0.05):
+            if self._cancelled():
+                return None
+        slot = int(np.argmax(self.free))  # the first free one (a credit says there is one)
+        self.free[slot] = 0
+        return slot
+
+    def _give_back(self, slot):
+        self.free[slot] = 1
+        self.credits.release()
+
+    def _serve(self, epoch, seed, tasks):
+        if isinstance(tasks, tuple):  # ("stream", batch_size, drop_last)
+            _, size, drop_last = tasks
+            stream = iter(self.dataset)
+            tasks = (None for _ in iter(int, 1))  # as many as the stream has
+        for n, task in enumerate(tasks):
+            if self._cancelled():
+                return
+            slot = self._take_slot()
+            if slot is None:
+                return
+            if self.init_error is not None:
+                self._give_back(slot)
+                self.conn.send(("error", self._batch_id(task, n), self.init_error))
+                return
+            try:
+                if task is None:
+                    samples = list(itertools.islice(stream, size))
+                    if not samples or (drop_last and len(samples) < size):
+                        self._give_back(slot)
+                        self.conn.send(("exhausted",))
+                        return
+                    batch_id = n
+                else:
+                    batch_id, indices = task
+                    samples = fetch(self.dataset, indices, seed, epoch)
+                sample_context.set_batch(seed, epoch, batch_id)
+                self._write(batch_id, slot, batch_plan(samples, self.collate_fn))
+            except Exception as e:  # reported to the main process, which re-raises it
+                self._give_back(slot)
+                self.conn.send(("error", self._batch_id(task, n), _describe(e, self.id)))
+                if task is None:
+                    return
+
+    @staticmethod
+    def _batch_id(task, n):
+        return n if task is None else task[0]
+
+    def _write(self, batch_id, slot, node):
+        """Collate into the slot (growing its block if needed) and report the layout."""
+        from multiprocessing.reduction import send_handle
+        specs = [s.spec() for s in collate.stacks(node)]
+        offsets, total = shared.layout(specs)
+        block, new_size = self.blocks.get(slot), None
+        if total and (block is None or block.size < total):  # this slot grows: a new block
+            if not self.blocks:  # the first batch tells the ring's size: check before writing
+                shared.check_capacity(total * self.prefetch * self.num_workers,
+                                      f"the DataLoader's ring ({total / 2**20:.1f} MiB per batch)")
+            if block is not None:
+                block.close()
+            block = self.blocks[slot] = shared.Block(shared.create_fd(total), total)
+            new_size = total
+        if total:
+            collate.fill(node, shared.views(block.array(), specs, offsets))
+        self.conn.send(("done", batch_id, slot, self.layouts.send(node), new_size))
+        if new_size is not None:
+            send_handle(self.conn, block.fd, self.parent_pid)
+
+
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid, epoch=0):
-    """Serve tasks until told to stop or the parent goes away."""
-    from multiprocessing.reduction import recv_handle, send_handle
-    global _worker_info
+                parent_pid, epoch, credits, slot_cap, prefetch):
+    """A worker process's entry point: serve epochs until told to stop or orphaned."""
+    from multiprocessing.reduction import recv_handle
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if parent_pid is not None and os.getppid() != parent_pid:
         return
-    worker_seed = int(np.random.SeedSequence([seed % 2**64, epoch, worker_id]).generate_state(1)[0])
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
-    _worker_info = WorkerInfo(worker_id, num_workers, worker_seed, dataset)
-    blocks = {}  # slot -> Block
-    stream = None  # an IterableDataset's iterator in this worker
-    stream_epoch = None
-    layouts = _LayoutSender()
-    init_error = None
+    flags = shared.Block(recv_handle(conn), slot_cap)  # the slots' free flags, shared
     try:
-        if worker_init_fn is not None:
-            try:
-                worker_init_fn(worker_id)
-            except Exception as e:
-                init_error = _describe(e, worker_id)
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                return
-            kind = message[0]
-            if kind == "stop":
-                return
-            if kind == "slot":  # the main process hands over a (new) block for a slot
-                _, slot, size = message
-                old = blocks.pop(slot, None)
-                if old is not None:
-                    old.close()
-                blocks[slot] = shared.Block(recv_handle(conn), size)
-                continue
-            _, task_id, slot, indices, epoch = message
-            if init_error is not None:
-                conn.send(("error", task_id, init_error))
-                continue
-            try:
-                if kind == "next":  # an IterableDataset: the next batch_size items
-                    size, drop_last = indices
-                    if stream_epoch != epoch:
-                        stream, stream_epoch = iter(dataset), epoch
-                    samples = [] if stream is None else list(itertools.islice(stream, size))
-                    if not samples or (drop_last and len(samples) < size):
-                        conn.send(("exhausted", task_id))
-                        stream = None
-                        continue
-                else:
-                    samples = fetch(dataset, indices, seed, epoch)
-                sample_context.set_batch(seed, epoch, task_id)
-                node = batch_plan(samples, collate_fn)
-                specs = [s.spec() for s in collate.stacks(node)]
-                offsets, total = shared.layout(specs)
-                block, new_size = blocks.get(slot), None
-                if total == 0:  # nothing to share (strings, empty arrays): no block needed
-                    conn.send(("done", task_id, slot, layouts.send(node), None))
-                    continue
-                if block is None or block.size < total:  # this slot grows: a new block
-                    if not blocks:  # the first batch tells the ring's size: check before writing
-                        shared.check_capacity(total * (2 * num_workers + 1),
-                                              f"the DataLoader's ring ({total / 2**20:.1f} MiB "
-                                              "per batch)")
-                    if block is not None:
-                        block.close()
-                    block = blocks[slot] = shared.Block(shared.create_fd(total), total)
-                    new_size = total
-                collate.fill(node, shared.views(block.array(), specs, offsets))
-                conn.send(("done", task_id, slot, layouts.send(node), new_size))
-                if new_size is not None:
-                    send_handle(conn, block.fd, parent_pid)
-            except Exception as e:  # reported to the main process, which re-raises it
-                conn.send(("error", task_id, _describe(e, worker_id)))
-    except KeyboardInterrupt:
-        pass
+        _Worker(worker_id, num_workers, dataset, conn, collate_fn, credits, flags.array(),
+                prefetch, parent_pid).run(seed, epoch, worker_init_fn)
     finally:
-        for block in blocks.values():
-            block.close()
+        flags.close()
 
 
 class _LayoutSender:
