@@ -24,7 +24,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   transpose, trunc, unbind, unsqueeze, var, where)
 from .ops import all_ as all, any_ as any, max_ as max, min_ as min, sum_ as sum
 from .ops.shape import concat, concatenate
-from . import data, io, nn, optim  # noqa: E402  (after the ops they build on)
+from . import data, io, nn, optim, transforms  # noqa: E402  (after the ops they build on)
 from .io import load, save  # noqa: E402
 
 if dtypes.ml_dtypes is not None:
