@@ -1,4 +1,5 @@
 """Datasets for pipeflow, installed as pipeflow.datasets."""
+from .arrow_shards import ArrowShards
 from .cifar import CIFAR10, CIFAR100
 from .digits import Digits
 from .download import (IntegrityError, UnsafeArchiveError, check_integrity,
@@ -8,7 +9,7 @@ from .folder import (IMG_EXTENSIONS, DatasetFolder, ImageFolder, default_loader,
 from .mnist import KMNIST, MNIST, FashionMNIST, IDXFormatError, read_idx
 from .vision import VisionDataset
 
-__all__ = ["CIFAR10", "CIFAR100", "DatasetFolder", "Digits", "FashionMNIST", "IDXFormatError",
+__all__ = ["ArrowShards", "CIFAR10", "CIFAR100", "DatasetFolder", "Digits", "FashionMNIST", "IDXFormatError",
            "IMG_EXTENSIONS", "ImageFolder", "IntegrityError", "KMNIST", "MNIST",
            "UnsafeArchiveError", "VisionDataset", "check_integrity", "default_loader",
            "download_and_extract_archive", "download_url", "extract_archive", "find_classes",

@@ -1,8 +1,8 @@
-"""The ``pipeflow`` command: ``pipeflow train ...`` (more subcommands come with their issues)."""
+"""The ``pipeflow`` command: ``pipeflow train ...``, ``pipeflow preprocess ...``."""
 import argparse
 import sys
 
-COMMANDS = {"train": "pipeflow.train"}
+COMMANDS = {"train": "pipeflow.train", "preprocess": "pipeflow.preprocess"}
 
 
 def main(argv=None):
@@ -12,9 +12,7 @@ def main(argv=None):
         parser.add_argument("command", choices=sorted(COMMANDS))
         parser.parse_args(argv[:1] or ["--help"])
     import importlib
-    module = importlib.import_module(COMMANDS[argv[0]])
-    module.main(argv[1:])
-    return 0
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0
 
 
 if __name__ == "__main__":

@@ -102,4 +102,5 @@ def predict_from_checkpoint(path, dataset, count, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pipeflow train", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    run(parser.parse_args(argv))
+    return 0
