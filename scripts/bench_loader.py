@@ -16,6 +16,13 @@
    (proportional set size, /proc/<pid>/smaps_rollup, so shared-memory slots are not counted
    twice) summed over this process and all its descendants, minus that sum just before
    the loader was built.
+4. Storage: the 50,000 CIFAR-10 JPEGs (32x32) of ../shared/data/cifar10-jpeg-train.tar.gz
+   read from Arrow shards vs from an ImageFolder on disk, each through pipeflow's loader and
+   through torch's loader with the equivalent dataset: decode to a uint8 HWC array + label
+   per sample (no augmentation), batch 256, shuffle, workers 0 and 2. Setup (timed apart,
+   not in the throughput): the tar extracted into a temporary ImageFolder, converted once
+   with `pipeflow preprocess` (images stored as they are) into temporary shards. Target:
+   pipeflow over Arrow shards >= 3x torch over the ImageFolder. --quick: 500 per class.
 With an NVIDIA GPU (pipeflow.cuda.is_available()): host-to-device throughput of loader
 batches (device='cuda', pin_memory=True) against a pinned-memory bandwidth measured with
 CuPy in the same run (target >= 90%), and worker scaling 1..16 on the JPEG case.
@@ -27,9 +34,13 @@ configuration. Usage: python scripts/bench_loader.py [--quick] [--passes N]
 """
 import argparse
 import glob
+import io
 import math
 import os
+import shutil
 import statistics
+import tarfile
+import tempfile
 import threading
 import time
 
@@ -37,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 import pipeflow as pf
+import pipeflow.datasets  # noqa: F401  (pf.datasets)
 from pipeflow.data import worker as pf_worker
 
 try:
@@ -47,6 +59,8 @@ except ImportError:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "imagenet-samples"))
+CIFAR_TAR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data",
+                                          "cifar10-jpeg-train.tar.gz"))
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 SIZE = 224
@@ -325,6 +339,174 @@ def jpeg_case(files, n, workers, passes, device=None, pin=False):
     return rows
 
 
+# --- case 4: Arrow shards vs ImageFolder (CIFAR-10 JPEGs) ----------------------------------
+def _folder_samples(root):
+    """(path, class index) of root/<class>/<file>, sorted (torchvision's make_dataset)."""
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    return [(os.path.join(root, c, f), i) for i, c in enumerate(classes)
+            for f in sorted(os.listdir(os.path.join(root, c)))]
+
+
+def _pil_rgb_array(path):
+    """pipeflow ImageFolder loader: pil_loader + the uint8 HWC array."""
+    return np.asarray(pf.datasets.pil_loader(path))
+
+
+class TorchImageFolder(tdata.Dataset):
+    """torchvision's ImageFolder with pil_loader, the image as a uint8 HWC array (made a
+    tensor by default_collate)."""
+
+    def __init__(self, root):
+        self.samples = _folder_samples(root)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, target = self.samples[index]
+        with open(path, "rb") as f:
+            img = Image.open(f).convert("RGB")
+        return np.array(img), target  # a writable copy: default_collate -> torch tensor
+
+
+class TorchArrowShards(tdata.Dataset):
+    """The Arrow shards read with pyarrow in a torch Dataset: every shard memory-mapped
+    (again in each worker), one image's bytes located and decoded per __getitem__."""
+
+    def __init__(self, root):
+        import json
+        with open(os.path.join(root, "manifest.json")) as f:
+            self.files = [os.path.join(root, e["file"]) for e in json.load(f)["shards"]]
+        self._chunks = None
+        self._open()
+        self.targets = np.concatenate([c.column("label").to_numpy() for c in self._chunks])
+
+    def _open(self):
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+        self._maps, self._chunks, starts, total = [], [], [], 0
+        for path in self.files:
+            source = pa.memory_map(path, "r")
+            reader = ipc.open_file(source)
+            for b in range(reader.num_record_batches):
+                batch = reader.get_batch(b)
+                self._chunks.append(batch)
+                starts.append(total)
+                total += len(batch)
+            self._maps.append(source)
+        self._starts, self._length = np.asarray(starts), total
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_maps"] = state["_chunks"] = None
+        return state
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        if self._chunks is None:
+            self._open()
+        b = int(np.searchsorted(self._starts, index, side="right") - 1)
+        data = self._chunks[b].column("image")[index - int(self._starts[b])].as_py()
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        return np.array(img), int(self.targets[index])
+
+
+def storage_setup(tmp, per_class=None):
+    """Extract the tar (all, or the first `per_class` images of each class) into
+    tmp/folder and convert that folder to tmp/shards; (folder, shards, seconds, seconds)."""
+    from pipeflow import preprocess
+    start = time.perf_counter()
+    with tarfile.open(CIFAR_TAR, "r:gz") as tar:
+        members, seen = [], {}
+        for m in tar:
+            if m.isfile() and m.name.lower().endswith(".jpg"):
+                cls = os.path.dirname(m.name)
+                if per_class is None or seen.get(cls, 0) < per_class:
+                    seen[cls] = seen.get(cls, 0) + 1
+                    members.append(m)
+        tar.extractall(os.path.join(tmp, "folder"), members=members, filter="data")
+    roots = {os.path.dirname(os.path.dirname(m.name)) for m in members}
+    if len(roots) != 1:
+        raise SystemExit(f"{CIFAR_TAR}: expected one <root>/<class>/<image> tree, got {roots}")
+    folder = os.path.join(tmp, "folder", roots.pop())
+    t_extract = time.perf_counter() - start
+    shards_dir = os.path.join(tmp, "shards")
+    start = time.perf_counter()
+    preprocess.main([folder, shards_dir, "--no-progress"])  # stores the JPEGs as they are
+    return folder, shards_dir, t_extract, time.perf_counter() - start
+
+
+def check_same_samples(pf_shards, pf_folder, th_folder, th_shards):
+    """All four datasets give the same uint8 32x32x3 image and label for the same index."""
+    for i in (0, len(th_folder) // 2, len(th_folder) - 1):
+        ref_img, ref_label = th_folder[i]
+        for img, label in (pf_shards[i], pf_folder[i], th_shards[i]):
+            img = np.asarray(img)
+            assert img.dtype == np.uint8 and img.shape == (32, 32, 3) == ref_img.shape, \
+                (img.dtype, img.shape)
+            assert np.array_equal(img, ref_img) and int(label) == int(ref_label), i
+
+
+def storage_case(workers, passes, per_class=None):
+    """Rows (workers, {name: (rate, first, peak)}), the sample count and the setup times."""
+    tmp = tempfile.mkdtemp(prefix="bench-loader-cifar-")
+    try:
+        folder, shards_dir, t_extract, t_pre = storage_setup(tmp, per_class)
+        datasets = {
+            "pf-shards": pf.datasets.ArrowShards(shards_dir, transform=np.asarray),
+            "pf-folder": pf.datasets.ImageFolder(folder, loader=_pil_rgb_array),
+            "th-folder": TorchImageFolder(folder),
+            "th-shards": TorchArrowShards(shards_dir),
+        }
+        check_same_samples(*datasets.values())
+        n = len(datasets["th-folder"])
+        rows = []
+        for w in workers:
+            res = {}
+            for name, ds in datasets.items():
+                if name.startswith("pf"):
+                    make = lambda: pf.data.DataLoader(ds, batch_size=256, shuffle=True,  # noqa: E731
+                                                      num_workers=w, seed=0)
+                else:
+                    make = lambda: tdata.DataLoader(ds, batch_size=256, shuffle=True,  # noqa: E731
+                                                    num_workers=w)
+                res[name] = run_loader(make, passes)
+            rows.append((w, res))
+        return rows, n, t_extract, t_pre
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_storage(rows, n, t_extract, t_pre, passes):
+    print(f"\nCIFAR-10 JPEGs (32x32), {n:,} images, batch 256, shuffle, decode to uint8 HWC "
+          f"+ label; samples/s (median of passes 2..{passes}). Setup: extract "
+          f"{t_extract:.1f} s, pipeflow preprocess {t_pre:.1f} s (not in the rates)\n")
+    names = ("pf-shards", "pf-folder", "th-folder", "th-shards")
+    head = (f"{'workers':>8}" + "".join(f"{k + '/s':>13}" for k in names)
+            + f"{'pfS/thF':>9}{'pfF/thF':>9}{'pfS/thS':>9}"
+            + f"{'1st pfS ms':>11}{'1st thF ms':>11}{'peak pfS MiB':>13}{'peak thF MiB':>13}")
+    print(head)
+    print("-" * len(head))
+    for w, r in rows:
+        rate = {k: r[k][0] for k in names}
+        print(f"{w:>8}" + "".join(f"{rate[k]:>13,.0f}" for k in names)
+              + f"{rate['pf-shards'] / rate['th-folder']:>9.2f}"
+              + f"{rate['pf-folder'] / rate['th-folder']:>9.2f}"
+              + f"{rate['pf-shards'] / rate['th-shards']:>9.2f}"
+              + f"{r['pf-shards'][1] * 1e3:>11.1f}{r['th-folder'][1] * 1e3:>11.1f}"
+              + f"{r['pf-shards'][2]:>13.1f}{r['th-folder'][2]:>13.1f}")
+    print("pf-shards = pipeflow DataLoader over pipeflow.datasets.ArrowShards; pf-folder = "
+          "pipeflow over pipeflow.datasets.ImageFolder; th-folder = torch DataLoader over a "
+          "torchvision-style ImageFolder; th-shards = torch over the same shards read with "
+          "pyarrow (memory-mapped, per-sample decode). pfS/thF etc. are ratios of samples/s.")
+    for w, r in rows:
+        ratio = r["pf-shards"][0] / r["th-folder"][0]
+        print(f"  target storage w={w}: pipeflow-shards >= 3x torch-ImageFolder: {ratio:.2f}x "
+              f"{'OK' if ratio >= 3 else 'MISSED'}")
+
+
 # --- GPU ------------------------------------------------------------------------------------
 def pinned_bandwidth(nbytes, repeats=20):
     """Bytes/s of a plain pinned host -> device copy with CuPy (median of repeats)."""
@@ -415,6 +597,12 @@ def main():
             ok = pr >= 2 * tr and pr >= 0.85 * c
             print(f"  target JPEG    w={w}: >= 2x torch ({pr / tr:.2f}x), >= 85% of ceiling "
                   f"({100 * pr / c:.0f}%): {'OK' if ok else 'MISSED'}")
+
+    if os.path.exists(CIFAR_TAR):
+        print_storage(*storage_case((0, 2), passes, per_class=500 if args.quick else None),
+                      passes)
+    else:
+        print(f"\nStorage case skipped: {CIFAR_TAR} is absent.")
 
     if not cuda:
         print("\nGPU parts skipped: pipeflow.cuda.is_available() is False "
