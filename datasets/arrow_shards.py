@@ -16,6 +16,7 @@ import pyarrow.ipc as ipc
 
 from .. import shards
 from ..data import Dataset
+from ..transforms.image import decode_rgb
 from ..data import worker as _worker
 
 
@@ -144,6 +145,8 @@ class ArrowShards(Dataset):
     def _decode(self, data):
         if self.loader is not None:
             return self.loader(data)
+        if self.mode == "RGB":
+            return decode_rgb(data)
         from PIL import Image
         image = Image.open(io.BytesIO(data))
         image.load()

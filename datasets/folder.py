@@ -4,6 +4,8 @@ import os
 
 from PIL import Image
 
+from ..transforms.image import decode_rgb
+
 from .vision import VisionDataset
 
 __all__ = ["DatasetFolder", "IMG_EXTENSIONS", "ImageFolder", "default_loader", "find_classes",
@@ -82,7 +84,9 @@ def pil_loader(path):
 
 
 def default_loader(path):
-    return pil_loader(path)
+    """pil_loader's image, JPEGs decoded by libjpeg-turbo where it can."""
+    with open(path, "rb") as f:
+        return decode_rgb(f.read())
 
 
 class DatasetFolder(VisionDataset):

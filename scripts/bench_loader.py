@@ -347,9 +347,11 @@ def _folder_samples(root):
             for f in sorted(os.listdir(os.path.join(root, c)))]
 
 
-def _pil_rgb_array(path):
-    """pipeflow ImageFolder loader: pil_loader + the uint8 HWC array."""
-    return np.asarray(pf.datasets.pil_loader(path))
+def _rgb_array(path):
+    """pipeflow's ImageFolder loader in array form: the uint8 HWC pixels, decoded by
+    libjpeg-turbo (pipeflow.transforms.decode_rgb_array)."""
+    with open(path, "rb") as f:
+        return pf.transforms.decode_rgb_array(f.read())
 
 
 class TorchImageFolder(tdata.Dataset):
@@ -455,8 +457,9 @@ def storage_case(workers, passes, per_class=None):
     try:
         folder, shards_dir, t_extract, t_pre = storage_setup(tmp, per_class)
         datasets = {
-            "pf-shards": pf.datasets.ArrowShards(shards_dir, transform=np.asarray),
-            "pf-folder": pf.datasets.ImageFolder(folder, loader=_pil_rgb_array),
+            "pf-shards": pf.datasets.ArrowShards(shards_dir,
+                                                 loader=pf.transforms.decode_rgb_array),
+            "pf-folder": pf.datasets.ImageFolder(folder, loader=_rgb_array),
             "th-folder": TorchImageFolder(folder),
             "th-shards": TorchArrowShards(shards_dir),
         }

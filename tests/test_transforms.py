@@ -678,3 +678,26 @@ def test_loader_batches_identical_across_worker_counts():
     second = {int(i): x[k] for x, y in serial[1] for k, i in enumerate(y)}
     assert any(not np.array_equal(first[i], second[i]) for i in first)
     assert serial[0][0][0].shape == (3, 3, 48, 48) and serial[0][0][0].dtype == np.uint8
+
+
+def test_libjpeg_turbo_decode_equals_pil():
+    """decode_rgb / decode_rgb_array (simplejpeg) give PIL's pixels for RGB and grayscale
+    JPEGs, and fall back to PIL for other formats."""
+    import io
+
+    from PIL import Image
+
+    from pipeflow.transforms import decode_rgb, decode_rgb_array
+    rng = np.random.default_rng(0)
+    for mode in ("RGB", "L"):
+        img = Image.fromarray(rng.integers(0, 255, (37, 53, 3) if mode == "RGB" else (37, 53),
+                                           dtype=np.uint8), mode)
+        buffer = io.BytesIO()
+        img.save(buffer, "JPEG", quality=90)
+        data = buffer.getvalue()
+        expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        np.testing.assert_array_equal(decode_rgb_array(data), expected)
+        np.testing.assert_array_equal(np.asarray(decode_rgb(data)), expected)
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)).save(png, "PNG")
+    assert decode_rgb_array(png.getvalue()).shape == (5, 7, 3)

@@ -10,7 +10,7 @@ draft-mode decoding, and batched uint8 NHWC -> normalised float NCHW on the batc
 from . import functional
 from .batch import IMAGENET_MEAN, IMAGENET_STD, BatchNormalize, to_float_nchw
 from .functional import InterpolationMode
-from .image import EncodedImage, decode
+from .image import EncodedImage, decode, decode_rgb, decode_rgb_array
 from .transforms import (CenterCrop, ColorJitter, Compose, Grayscale, Lambda, Normalize, Pad,
                          PILToTensor, RandomApply, RandomCrop, RandomGrayscale,
                          RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
@@ -20,4 +20,5 @@ __all__ = ["BatchNormalize", "CenterCrop", "ColorJitter", "Compose", "EncodedIma
            "Grayscale", "IMAGENET_MEAN", "IMAGENET_STD", "InterpolationMode", "Lambda",
            "Normalize", "PILToTensor", "Pad", "RandomApply", "RandomCrop", "RandomGrayscale",
            "RandomHorizontalFlip", "RandomResizedCrop", "RandomRotation", "RandomVerticalFlip",
-           "Resize", "ToTensor", "decode", "functional", "to_float_nchw"]
+           "Resize", "ToTensor", "decode", "decode_rgb", "decode_rgb_array", "functional",
+           "to_float_nchw"]

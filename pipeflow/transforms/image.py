@@ -12,9 +12,42 @@ import io
 import math
 import os
 
+import numpy as np
 from PIL import Image
 
 __all__ = ["EncodedImage", "decode"]
+
+
+try:  # libjpeg-turbo through simplejpeg: ~9x faster than PIL on small JPEGs, 2x on photos
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency; PIL does the work without it
+    simplejpeg = None
+
+
+def decode_jpeg_rgb(data):
+    """The RGB pixels (H, W, 3 uint8) of JPEG bytes through libjpeg-turbo, grayscale
+    converted; None where it can't (not a JPEG, CMYK, damaged): decode with PIL then."""
+    if simplejpeg is None or data[:2] != b"\xff\xd8":
+        return None
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None
+
+
+def decode_rgb(data):
+    """A PIL RGB image from encoded bytes: libjpeg-turbo for JPEGs, PIL for the rest."""
+    pixels = decode_jpeg_rgb(data)
+    if pixels is not None:
+        return Image.fromarray(pixels)
+    return to_mode(_open(data), "RGB")
+
+
+def decode_rgb_array(data):
+    """The RGB pixels (H, W, 3 uint8) of encoded bytes, for pipelines that stay in arrays
+    (e.g. ``ArrowShards(root, loader=decode_rgb_array)``)."""
+    pixels = decode_jpeg_rgb(data)
+    return pixels if pixels is not None else np.asarray(to_mode(_open(data), "RGB"))
 
 
 def _source(src):
