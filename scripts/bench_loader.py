@@ -7,9 +7,9 @@
    normalised float32 NCHW batch of 64, workers 0 and 2. Each loader in its idiomatic form:
    torch as torchvision's recipe does it (PIL crop/resize/flip, ToTensor + Normalize in the
    workers; torchvision is re-implemented here with PIL + torch ops, since it is not
-   installed); pipeflow returns uint8 HWC samples (PIL draft mode where the crop is shrunk
-   a lot) and converts/normalises the whole uint8 batch after it arrives, on the batch's
-   device. Targets: >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one
+   installed); pipeflow returns uint8 HWC samples (decoded by libjpeg-turbo, with DCT
+   scaling where the crop is shrunk a lot) and converts/normalises the whole uint8 batch
+   after it arrives, on the batch's device (pipeflow.transforms.to_float_nchw). Targets: >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one
    process's rate of pipeflow's decode + crop + flip to uint8 in a plain loop.
 3. Loader state: time to the first batch (from iterator creation) and peak memory: the
    maximum, over samples every 20 ms taken by a thread during the first pass, of the PSS
@@ -45,6 +45,7 @@ import threading
 import time
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 import pipeflow as pf
@@ -247,8 +248,8 @@ class TorchJPEGs(tdata.Dataset):
 
 
 class PipeflowJPEGs(pf.data.Dataset):
-    """Decode (PIL draft mode when the crop is shrunk by 2x or more) + RandomResizedCrop +
-    flip, drawn from the sample's own generator, to a uint8 HWC array."""
+    """Decode (libjpeg-turbo, with DCT scaling when the crop is shrunk by 2x or more) +
+    RandomResizedCrop + flip, drawn from the sample's own generator, to a uint8 HWC array."""
 
     def __init__(self, files, n, draft=True):
         self.files, self.n, self.draft = files, n, draft
@@ -260,15 +261,19 @@ class PipeflowJPEGs(pf.data.Dataset):
         k = index % len(self.files)
         rng = pf.data.sample_generator()
         with open(self.files[k], "rb") as f:
-            img = Image.open(f)
-            width, height = img.size  # from the header: nothing decoded yet
-            top, left, h, w = crop_params(width, height, rng.uniform,
-                                          lambda a, b: int(rng.integers(a, b)))
-            if self.draft:
-                # JPEG DCT scaling by 1/2, 1/4 or 1/8, only as far as the crop still has
-                # >= 224 pixels each way (a downscale, as without draft)
-                img.draft("RGB", (-(-width * SIZE // w), -(-height * SIZE // h)))
-            img = img.convert("RGB")
+            data = f.read()
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)  # nothing decoded yet
+        top, left, h, w = crop_params(width, height, rng.uniform,
+                                      lambda a, b: int(rng.integers(a, b)))
+        # DCT scaling by 1/2, 1/4 or 1/8, only as far as the crop keeps >= 224 pixels
+        # each way (a downscale, as without it)
+        scaled = dict(min_width=-(-width * SIZE // w), min_height=-(-height * SIZE // h)) \
+            if self.draft else {}
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", **scaled)
+        except ValueError:  # not decodable by libjpeg-turbo (e.g. CMYK): PIL
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        img = Image.fromarray(pixels)
         sx, sy = width / img.width, height / img.height
         img = img.resize((SIZE, SIZE), Image.BILINEAR,
                          box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
@@ -277,19 +282,10 @@ class PipeflowJPEGs(pf.data.Dataset):
         return np.asarray(img), k
 
 
-_norm_consts = {}
-
-
 def normalise(batch):
-    """uint8 NHWC batch -> normalised float32 NCHW, with pipeflow ops on its device."""
+    """uint8 NHWC batch -> normalised float32 NCHW on its device (pipeflow.transforms)."""
     x, y = batch
-    dev = str(x.device)
-    if dev not in _norm_consts:
-        mean = pf.tensor(np.array(MEAN, np.float32).reshape(1, 3, 1, 1) * 255).to(dev)
-        std = pf.tensor(np.array(STD, np.float32).reshape(1, 3, 1, 1) * 255).to(dev)
-        _norm_consts[dev] = mean, std
-    mean, std = _norm_consts[dev]
-    return (x.permute(0, 3, 1, 2).float() - mean) / std, y
+    return pf.transforms.to_float_nchw(x, MEAN, STD), y
 
 
 def ceiling_rate(files, count):

@@ -260,15 +260,16 @@ class _WorkerPool:
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
         for wid in range(loader.num_workers):
             ours, theirs = ctx.Pipe(duplex=True)
-            credits = ctx.Semaphore(0)
+            credits = shared.Credits()
             flags = shared.Block(shared.create_fd(self.SLOT_CAP), self.SLOT_CAP)
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     parent, loader.epoch, credits, self.SLOT_CAP, self.prefetch))
+                                     parent, loader.epoch, self.SLOT_CAP, self.prefetch))
             proc.start()
             theirs.close()
-            send_handle(ours, flags.fd, proc.pid)  # the slots' free flags, shared
+            send_handle(ours, flags.fd, proc.pid)  # the slots' free flags and their credits
+            send_handle(ours, credits.fd, proc.pid)
             self.conns.append(ours)
             self.procs.append(proc)
             self.credits.append(credits)
@@ -283,7 +284,7 @@ class _WorkerPool:
         self.layouts = {}         # worker -> the _Layout of its last batch
         self.closed, self.busy = False, False
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
-                                           self.blocks, self.flag_blocks)
+                                           self.blocks, self.flag_blocks + self.credits)
 
     def alive(self):
         return not self.closed and all(p.is_alive() for p in self.procs)
@@ -530,7 +531,7 @@ class _WorkerPool:
             self._finalizer()
 
 
-def _stop_workers(conns, procs, blocks, flag_blocks):
+def _stop_workers(conns, procs, blocks, shared_fds):
     for conn in conns:
         try:
             conn.send(("stop",))
@@ -548,7 +549,7 @@ def _stop_workers(conns, procs, blocks, flag_blocks):
             proc.close()  # frees its sentinel descriptor now, not when a batch lets go
     for conn in conns:
         conn.close()
-    for block in list(blocks.values()) + flag_blocks:
+    for block in list(blocks.values()) + shared_fds:
         block.close()
     blocks.clear()
 

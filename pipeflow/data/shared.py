@@ -100,3 +100,34 @@ def views(buffer, specs, offsets):
     """Arrays of the given (shape, dtype) at `offsets` in a uint8 `buffer`."""
     return [buffer[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
             for (shape, dtype), offset in zip(specs, offsets)]
+
+
+class Credits:
+    """A counting semaphore that is a file descriptor (a Linux eventfd in semaphore mode):
+    passed between processes like the blocks, waitable together with a pipe, and gone with
+    the processes that hold it (no named semaphore left in /dev/shm)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd=None):
+        self.fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC) \
+            if fd is None else fd
+
+    def release(self):
+        if self.fd is not None:  # (a batch may outlive its workers)
+            os.eventfd_write(self.fd, 1)
+
+    def try_acquire(self):
+        try:
+            os.eventfd_read(self.fd)
+            return True
+        except BlockingIOError:
+            return False
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

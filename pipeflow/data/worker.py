@@ -171,7 +171,9 @@ class _Worker:
 
     def _take_slot(self):
         """A free slot: wait for a credit, still answering the pipe while waiting."""
-        while not self.credits.acquire(timeout=0.05):
+        from multiprocessing.connection import wait
+        while not self.credits.try_acquire():
+            wait([self.credits, self.conn])
             if self._cancelled():
                 return None
         slot = int(np.argmax(self.free))  # the first free one (a credit says there is one)
@@ -242,7 +244,7 @@ class _Worker:
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid, epoch, credits, slot_cap, prefetch):
+                parent_pid, epoch, slot_cap, prefetch):
     """A worker process's entry point: serve epochs until told to stop or orphaned."""
     from multiprocessing.reduction import recv_handle
     _die_with_parent()
@@ -250,11 +252,13 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     if parent_pid is not None and os.getppid() != parent_pid:
         return
     flags = shared.Block(recv_handle(conn), slot_cap)  # the slots' free flags, shared
+    credits = shared.Credits(recv_handle(conn))          # ... and the count of free ones
     try:
         _Worker(worker_id, num_workers, dataset, conn, collate_fn, credits, flags.array(),
                 prefetch, parent_pid).run(seed, epoch, worker_init_fn)
     finally:
         flags.close()
+        credits.close()
 
 
 class _LayoutSender:
