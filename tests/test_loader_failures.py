@@ -484,7 +484,7 @@ def small_shm(monkeypatch):
                              capture_output=True).returncode == 0
     if not mounted:
         shutil.rmtree(path)
-        pytest.skip("cannot mount a small tmpfs (needs root)")
+        pytest.skip(reason="cannot mount a small tmpfs (needs root)")
     monkeypatch.setattr(shared, "SHM_DIR", path)  # fork: the workers inherit it
     try:
         yield path

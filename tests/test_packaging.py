@@ -109,10 +109,11 @@ def _venv(path: Path) -> Path:
         timeout=CMD_TIMEOUT,
     )
     if proc.returncode != 0:
-        pytest.skip(f"cannot create a venv with pip here (python -m venv failed): {proc.stderr.strip()[-500:]}")
+        pytest.skip(reason=f"cannot create a venv with pip here (python -m venv failed): "
+                           f"{proc.stderr.strip()[-500:]}")
     py = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if subprocess.run([py, "-m", "pip", "--version"], capture_output=True).returncode != 0:
-        pytest.skip("the fresh venv has no pip (ensurepip unavailable)")
+        pytest.skip(reason="the fresh venv has no pip (ensurepip unavailable)")
     return py
 
 
