@@ -1,8 +1,7 @@
 """Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW (the single-tensor algorithm)."""
 from .. import backend
-from ..tensor import Tensor
 from .optimizer import (Optimizer, _addcmul_, _check_differentiable, _effective_grad, _lerp_,
-                        _new_step, _on, _zeros_like)
+                        _on, _zero_state)
 
 __all__ = ["Adam", "AdamW"]
 
@@ -66,11 +65,8 @@ class Adam(Optimizer):
                 state = self.state[p]
                 x = p._data
                 if len(state) == 0:
-                    state["step"] = _new_step()
-                    state["exp_avg"] = Tensor._wrap(_zeros_like(x))
-                    state["exp_avg_sq"] = Tensor._wrap(_zeros_like(x))
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = Tensor._wrap(_zeros_like(x))
+                    _zero_state(state, x, "exp_avg", "exp_avg_sq",
+                                *(("max_exp_avg_sq",) if amsgrad else ()))
                 step_t = state["step"]
                 step_t._data += 1
                 step = float(step_t._data)

@@ -404,6 +404,13 @@ def _full_like(array, value):
         return backend.array_module(array).full_like(array, value)
 
 
+def _zero_state(state, array, *names):
+    """A fresh per-parameter state: torch's float32 'step' and a zero buffer per name."""
+    state["step"] = _new_step()
+    for name in names:
+        state[name] = Tensor._wrap(_zeros_like(array))
+
+
 def _new_step(value=0.0):
     """A parameter's step count: a float32 0-d tensor on the CPU, as PyTorch keeps it
     (unless capturable/fused)."""

@@ -1,8 +1,7 @@
 """RMSprop, as torch.optim.RMSprop (the single-tensor algorithm)."""
 from .. import backend
-from ..tensor import Tensor
 from .optimizer import (Optimizer, _add_scaled_, _addcmul_, _check_differentiable,
-                        _effective_grad, _lerp_, _new_step, _on, _zeros_like)
+                        _effective_grad, _lerp_, _on, _zero_state)
 
 __all__ = ["RMSprop"]
 
@@ -66,12 +65,9 @@ class RMSprop(Optimizer):
                 state = self.state[p]
                 x = p._data
                 if len(state) == 0:
-                    state["step"] = _new_step()
-                    state["square_avg"] = Tensor._wrap(_zeros_like(x))
-                    if momentum > 0:
-                        state["momentum_buffer"] = Tensor._wrap(_zeros_like(x))
-                    if centered:
-                        state["grad_avg"] = Tensor._wrap(_zeros_like(x))
+                    _zero_state(state, x, "square_avg",
+                                *(("momentum_buffer",) if momentum > 0 else ()),
+                                *(("grad_avg",) if centered else ()))
                 state["step"]._data += 1
                 xp = backend.array_module(x)
                 with _on(x):
