@@ -405,14 +405,20 @@ class _WorkerPool:
                 elif message[0] == "done":
                     self._batch(wid, message)  # assembled and dropped: its slot returns
 
-    def _messages(self):
-        """(worker, message) pairs once any arrive; raises on a worker's death or timeout."""
+    def _describe_wait(self, pending, waiting_for):
+        wid = waiting_for % self.num_workers if pending is not None else waiting_for
+        what = f"batch {waiting_for}" if pending is not None else "a batch"
+        return f"{what} from worker {wid} (pid {self.procs[wid].pid})"
+
+    def _messages(self, waiting_for=lambda: "the workers to cancel"):
+        """(worker, message) pairs once any arrive; raises on a worker's death, or on the
+        timeout naming what it was `waiting_for()`."""
         from multiprocessing.reduction import recv_handle
         waitables = self.conns + [p.sentinel for p in self.procs]
         ready = multiprocessing.connection.wait(waitables, self.timeout or None)
         if not ready:
             raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
-                               "for a batch")
+                               f"for {waiting_for()}")
         out = []
         for item in ready:
             if item not in self.conns:
@@ -436,15 +442,7 @@ class _WorkerPool:
     def _receive(self, pending, waiting_for):
         """Results: (batch id, batch) for indexed epochs (`pending` ids), or (worker,
         batch) for streams (`pending` None); errors come back as _Failure."""
-        try:
-            messages = self._messages()
-        except RuntimeError as e:
-            if "timed out" in str(e) and pending is not None:
-                wid = waiting_for % self.num_workers
-                raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
-                                   f"for batch {waiting_for} from worker {wid} "
-                                   f"(pid {self.procs[wid].pid})") from None
-            raise
+        messages = self._messages(lambda: self._describe_wait(pending, waiting_for))
         results = []
         for wid, message in messages:
             kind = message[0]
