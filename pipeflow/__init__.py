@@ -26,6 +26,7 @@ from .ops import all_ as all, any_ as any, max_ as max, min_ as min, sum_ as sum
 from .ops.shape import concat, concatenate
 from . import data, io, nn, optim, transforms  # noqa: E402  (after the ops they build on)
 from .io import load, save  # noqa: E402
+from . import models  # noqa: E402  (the zoo builds on nn; it imports pipeflow's parts)
 
 if dtypes.ml_dtypes is not None:
     from .dtypes import bfloat16

@@ -259,6 +259,7 @@ class Module:
     def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy tensors into parameters and buffers by PyTorch's key names. With `strict`,
         missing, unexpected and wrong-shaped keys are all reported in one error."""
+        state_dict = self._upgraded(state_dict)
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -285,6 +286,21 @@ class Module:
                         value = tensor(value)
                     target.copy_(value)
         return _IncompatibleKeys(missing, unexpected)
+
+    def _upgraded(self, state_dict):
+        """A copy of `state_dict` in which each submodule has filled in what checkpoints of
+        its older versions lack (torch's per-module versions, from the checkpoint's
+        ``_metadata``: None where it records none)."""
+        metadata = getattr(state_dict, "_metadata", None) or {}
+        state_dict = OrderedDict(state_dict)
+        for name, module in self.named_modules():
+            version = metadata.get(name, {}).get("version")
+            module._upgrade_state_dict(state_dict, f"{name}." if name else "", version)
+        return state_dict
+
+    def _upgrade_state_dict(self, state_dict, prefix, version):
+        """Add, in place, the entries under `prefix` that a checkpoint written by `version`
+        of this layer lacks. Layers whose state changed over versions override this."""
 
     # --- repr -----------------------------------------------------------------------------
     def extra_repr(self):

@@ -45,6 +45,15 @@ class _BatchNorm(Module):
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
+    def _upgrade_state_dict(self, state_dict, prefix, version):
+        # num_batches_tracked came with version 2 of torch's BatchNorm; for checkpoints
+        # without it (torch < 0.4.1, e.g. the widely used CIFAR ResNets) the layer keeps
+        # its own count, as torch does
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats \
+                and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked
+
     def forward(self, x):
         if x.ndim not in self.expected_dims:
             raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self.expected_dims))}"
