@@ -14,6 +14,10 @@ Each architecture file lists its weights next to the architecture they fit, as a
 import dataclasses
 import enum
 import os
+import re
+import sys
+
+from .. import transforms as T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +29,13 @@ class Preprocess:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
+
+    def transforms(self):
+        """This preprocessing as transforms: an RGB PIL image -> a normalised float
+        (3, crop_size, crop_size) Tensor."""
+        return T.Compose([T.Resize(self.resize_size, interpolation=self.interpolation),
+                          T.CenterCrop(self.crop_size), T.ToTensor(),
+                          T.Normalize(self.mean, self.std)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +51,9 @@ class Weights:
     @property
     def file_name(self):
         return self.url.rsplit("/", 1)[-1]
+
+    def transforms(self):  # torchvision's ``weights.transforms()``
+        return self.preprocess.transforms()
 
 
 class WeightsEnum(enum.Enum):
@@ -81,3 +95,21 @@ def build(make_model, weights_enum, weights, progress=True, **kwargs):
         from .weights_loading import load_weights
         load_weights(model, weights, progress)
     return model
+
+
+def _plain(name):
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def get_model_weights(builder):
+    """The WeightsEnum a builder takes (torchvision's ``get_model_weights``), found by name in
+    the builder's module: resnet50 -> ResNet50_Weights, vgg16_bn -> VGG16_BN_Weights (or a
+    qualified name ending so, e.g. CIFAR10_ResNet20_Weights); None if there is none."""
+    want = _plain(builder.__name__) + "weights"
+    enums = [v for v in vars(sys.modules[builder.__module__]).values()
+             if isinstance(v, type) and issubclass(v, WeightsEnum) and v is not WeightsEnum]
+    for fits in (want.__eq__, lambda name: name.endswith(want)):
+        found = [e for e in enums if fits(_plain(e.__name__))]
+        if len(found) == 1:
+            return found[0]
+    return None
