@@ -1,8 +1,10 @@
-"""The ``pipeflow`` command: ``pipeflow train ...``, ``pipeflow preprocess ...``."""
+"""The ``pipeflow`` command: ``pipeflow train ...``, ``pipeflow preprocess ...``,
+``pipeflow predict ...``."""
 import argparse
 import sys
 
-COMMANDS = {"train": "pipeflow.train", "preprocess": "pipeflow.preprocess"}
+COMMANDS = {"train": "pipeflow.train", "preprocess": "pipeflow.preprocess",
+            "predict": "pipeflow.predict"}
 
 
 def main(argv=None):
