@@ -133,12 +133,6 @@ def test_pf_loads_torch_pickle_protocol_4(tmp_path):
     assert r["s"] == obj["s"] and r["t"] == (1, 2)
 
 
-def test_torch_legacy_format_is_reported(tmp_path):
-    torch.save({"a": torch.ones(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
-    with pytest.raises(CheckpointError, match="legacy"):
-        pio.load(tmp_path / "old.pt")
-
-
 # --- pipeflow -> torch ---------------------------------------------------------------------------
 def test_torch_loads_what_pf_saves(tmp_path):
     base = pf.arange(20, dtype=pf.float32).reshape(4, 5)

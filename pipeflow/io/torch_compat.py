@@ -12,9 +12,9 @@ stride, requires_grad, backward_hooks)`` whose storage is a persistent id
   what pipeflow can represent; ``UNSUPPORTED_GLOBALS`` lists the rest of torch's list, so
   that such a file fails with a reason instead of "forbidden global".
 
-Nothing here imports torch. The rebuild functions are shared by every torch format (the zip
-format now, torch's legacy formats later): a format only has to turn its persistent ids into
-``LoadedStorage`` objects.
+Nothing here imports torch. The rebuild functions are shared by every format (torch's zip,
+legacy and tar formats, safetensors): a format only has to turn its storages into
+``LoadedStorage`` objects (``storages.StorageTable``).
 """
 import math
 from collections import Counter, OrderedDict
@@ -105,7 +105,7 @@ def _check_dims(value, what):
     return tuple(_check_int(v, what) for v in value)
 
 
-def _contiguous_strides(size):
+def contiguous_strides(size):
     strides, step = [], 1
     for n in reversed(size):
         strides.append(step)
@@ -140,7 +140,7 @@ def view_storage(storage, array, offset, size, stride):
             f"tensor of size {list(size)}, stride {list(stride)} at storage offset {offset} "
             f"reads element {last} of storage '{storage.key}', which holds only {available} "
             "elements (the file's sizes are inconsistent)")
-    if stride == _contiguous_strides(size):
+    if stride == contiguous_strides(size):
         return array[offset:offset + numel].reshape(size)
     xp = np if isinstance(array, np.ndarray) else _cupy()
     itemsize = array.itemsize
@@ -350,6 +350,21 @@ for _d, _name, _storage in _DTYPES:
     ALLOWED_GLOBALS[f"torch.{_storage}"] = StorageType(f"torch.{_storage}", _d)
     ALLOWED_GLOBALS[f"torch.cuda.{_storage}"] = StorageType(f"torch.cuda.{_storage}", _d)
 
+# The globals whose calls build tensors: a reader that must see every storage before it can
+# build a tensor (torch's legacy format) first reads the pickle with these building nothing.
+TENSOR_BUILDERS = [name for name, obj in ALLOWED_GLOBALS.items()
+                   if any(obj is f for f in (*_REBUILDERS, rebuild_from_type_v2, _parameter))]
+
+
+def _tensor_classes(*prefixes):
+    return [f"{prefix}{kind}Tensor" for prefix in prefixes for kind in (
+        "Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")]
+
+
+# torch.FloatTensor and the like: torch's tar format names a tensor's class in its tensor
+# records, where (as in torch) the storage decides the dtype and the class is ignored.
+LEGACY_TENSOR_CLASSES = _tensor_classes("torch.", "torch.cuda.")
+
 # The rest of torch's allow-list: safe, but nothing pipeflow can build.
 UNSUPPORTED_GLOBALS = {}
 for _name in ("complex32", "complex64", "complex128", "uint16", "uint32", "uint64",
@@ -377,8 +392,6 @@ for _scheme in ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine
                 "per_channel_symmetric", "per_channel_affine_float_qparams"):
     UNSUPPORTED_GLOBALS[f"torch.{_scheme}"] = "pipeflow cannot load quantized tensors"
 UNSUPPORTED_GLOBALS["torch.storage.TypedStorage"] = "pipeflow cannot load bare storages"
-for _prefix in ("torch.", "torch.cuda.", "torch.sparse.", "torch.cuda.sparse."):
-    for _kind in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char",
-                  "Byte", "Bool"):
-        UNSUPPORTED_GLOBALS[f"{_prefix}{_kind}Tensor"] = \
-            f"{_prefix}{_kind}Tensor: pipeflow cannot load legacy tensor classes yet"
+for _name in _tensor_classes("torch.", "torch.cuda.", "torch.sparse.", "torch.cuda.sparse."):
+    UNSUPPORTED_GLOBALS[_name] = f"{_name}: pipeflow loads legacy tensor classes only in the " \
+                                 "tensor records of torch's tar format"

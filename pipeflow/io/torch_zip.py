@@ -19,7 +19,6 @@ pipeflow writes the same records in the same order, byte for byte in torch's lay
 (``zipwriter``), so that torch's readers that compute storage offsets instead of reading
 the zip directory find them too.
 """
-import mmap as _mmap
 import secrets
 import struct
 import sys
@@ -27,10 +26,10 @@ import zipfile
 
 import numpy as np
 
-from . import location as _location
 from .errors import CheckpointError
+from .filebuffer import FileBuffer
 from .pickler import TorchPickler
-from .torch_compat import LoadedStorage, StorageType
+from .storages import StorageTable, parse_storage_id
 from .unpickler import RestrictedUnpickler
 from .zipwriter import ZipWriter
 
@@ -100,26 +99,12 @@ def _archive_prefix(zf):
 class _ZipReader:
     def __init__(self, zf, fileobj, map_location, use_mmap):
         self.zf = zf
-        self.fileobj = fileobj
         self.prefix = _archive_prefix(zf)
-        self.restore = _location.resolve(map_location)
-        self.storages = {}
-        self.byteorder = sys.byteorder
-        order = self._record("byteorder")
-        if order is not None:
-            if order not in (b"little", b"big"):
-                raise CheckpointError(f"unknown byte order {order!r} in {self.prefix}/byteorder")
-            self.byteorder = order.decode()
-        else:
-            self.byteorder = "little"
-        self.mm = None
-        if use_mmap:
-            try:
-                fileno = fileobj.fileno()
-            except (AttributeError, OSError):
-                raise CheckpointError("mmap=True needs a file on disk, not a file object") \
-                    from None
-            self.mm = _mmap.mmap(fileno, 0, access=_mmap.ACCESS_COPY)
+        order = self._record("byteorder") or b"little"
+        if order not in (b"little", b"big"):
+            raise CheckpointError(f"unknown byte order {order!r} in {self.prefix}/byteorder")
+        self.storages = StorageTable(map_location, order.decode())
+        self.mapped = FileBuffer(fileobj, mmap=True) if use_mmap else None
 
     def _record(self, name):
         info = self.zf.NameToInfo.get(f"{self.prefix}/{name}")
@@ -130,41 +115,7 @@ class _ZipReader:
         return RestrictedUnpickler(data, persistent_load=self.persistent_load).load()
 
     def persistent_load(self, pid):
-        if type(pid) is not tuple or len(pid) != 5:
-            raise CheckpointError(f"malformed storage reference {pid!r}: expected ('storage', "
-                                  "storage type, key, location, numel)")
-        kind, storage_type, key, location, numel = pid
-        if isinstance(kind, bytes):
-            kind = kind.decode("ascii", "replace")
-        if kind != "storage":
-            raise CheckpointError(f"malformed storage reference: kind {kind!r}, expected "
-                                  "'storage'")
-        if not isinstance(storage_type, StorageType):
-            raise CheckpointError(f"malformed storage reference: {storage_type!r} is not a "
-                                  "storage type")
-        if isinstance(key, bytes):
-            key = key.decode("ascii", "replace")
-        if isinstance(location, bytes):
-            location = location.decode("ascii", "replace")
-        if type(key) not in (str, int) or type(location) is not str:
-            raise CheckpointError(f"malformed storage reference {pid!r}")
-        if type(numel) is not int or numel < 0:
-            raise CheckpointError(f"malformed storage reference: numel {numel!r}")
-        key = str(key)
-        cached = self.storages.get(key)
-        if cached is not None:
-            if cached.array.dtype != storage_type.dtype.np:
-                if not cached.untyped and not storage_type.untyped:
-                    raise CheckpointError(f"storage '{key}' is named with two dtypes, "
-                                          f"{cached.array.dtype} and {storage_type.dtype}")
-            return cached
-        array = self._read_storage(key, storage_type.dtype.np, numel)
-        if self.byteorder != sys.byteorder and array.itemsize > 1:
-            array = array.byteswap()
-        array = self.restore(array, location, key)
-        storage = LoadedStorage(array, key, storage_type.untyped)
-        self.storages[key] = storage
-        return storage
+        return self.storages.get(parse_storage_id(pid), self._read_storage)
 
     def _read_storage(self, key, np_dtype, numel):
         name = f"{self.prefix}/data/{key}"
@@ -182,8 +133,8 @@ class _ZipReader:
                 "inconsistent)")
         if nbytes == 0:
             return np.empty(0, np_dtype)
-        if self.mm is not None and info.compress_type == zipfile.ZIP_STORED:
-            return self._map_storage(info, np_dtype, numel, nbytes)
+        if self.mapped is not None and info.compress_type == zipfile.ZIP_STORED:
+            return self._map_storage(info, np_dtype, numel)
         array = np.empty(numel, np_dtype)
         target = array.view(np.uint8)
         with self.zf.open(info) as source:
@@ -199,17 +150,14 @@ class _ZipReader:
                 source.read(1)  # reach the end, where zipfile checks the CRC
         return array
 
-    def _map_storage(self, info, np_dtype, numel, nbytes):
-        header = self.mm[info.header_offset:info.header_offset + _LOCAL_HEADER.size]
-        if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-            raise CheckpointError(f"record {info.filename} has a bad local header (the file is "
-                                  "truncated or corrupt)")
+    def _map_storage(self, info, np_dtype, numel):
+        what = f"record {info.filename}"
+        header = self.mapped.bytes(info.header_offset, _LOCAL_HEADER.size, what)
+        if header[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"{what} has a bad local header (the file is corrupt)")
         fields = _LOCAL_HEADER.unpack(header)
         offset = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
-        if offset + nbytes > len(self.mm):
-            raise CheckpointError(f"record {info.filename} runs past the end of the file (the "
-                                  "file is truncated)")
-        return np.frombuffer(self.mm, np_dtype, numel, offset)
+        return self.mapped.array(offset, np_dtype, numel, what)
 
 
 def read(fileobj, map_location=None, mmap=False):

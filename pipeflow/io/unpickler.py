@@ -17,6 +17,7 @@ each global through an allow-list (``torch_compat.ALLOWED_GLOBALS`` by default):
 Persistent ids (how torch refers to storages) go to a ``persistent_load`` callback.
 """
 import _compat_pickle
+import mmap
 import pickle
 import struct
 from collections import Counter, OrderedDict
@@ -86,14 +87,17 @@ class _Mark:
 
 
 class RestrictedUnpickler:
-    """``RestrictedUnpickler(data, persistent_load=fn).load()`` -> the object in `data` (a
-    whole pickle, as bytes). `persistent_load(pid)` gets each persistent id; without one,
-    persistent ids are refused. `encoding` decodes Python 2 ``str`` (SHORT_BINSTRING /
-    BINSTRING), as torch.load does; text that doesn't decode is kept as bytes."""
+    """``RestrictedUnpickler(data, persistent_load=fn).load()`` -> the object pickled in `data`
+    (bytes or an mmap, used without a copy) from byte `start` on; after ``load()``, ``pos`` is
+    the offset just past its STOP (torch's legacy files are several pickles in a row).
+    `persistent_load(pid)` gets each persistent id; without one, persistent ids are refused.
+    `encoding` decodes Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), as torch.load does;
+    text that doesn't decode is kept as bytes."""
 
-    def __init__(self, data, persistent_load=None, allowlist=TORCH_ALLOWLIST, encoding="utf-8"):
-        self.data = bytes(data)
-        self.pos = 0
+    def __init__(self, data, persistent_load=None, allowlist=TORCH_ALLOWLIST, encoding="utf-8",
+                 start=0):
+        self.data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
+        self.start = self.pos = start
         self.persistent_load = persistent_load
         self.allowlist = allowlist
         self.encoding = encoding
@@ -156,7 +160,7 @@ class RestrictedUnpickler:
 
     # --- the loop ------------------------------------------------------------------------------
     def load(self):
-        self.stack, self.memo, self.pos = [], {}, 0
+        self.stack, self.memo, self.pos = [], {}, self.start
         handlers = self._handlers()
         data = self.data
         while True:
