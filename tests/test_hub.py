@@ -193,13 +193,24 @@ def test_real_builder_loads_a_dataparallel_checkpoint(tmp_path):
     _assert_same_state(resnet20(weights=path), state)
 
 
-def test_torch_saved_checkpoint_under_model_key(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_torch_saved_checkpoint_under_a_container_key(tmp_path, zip_format):
     torch = pytest.importorskip("torch", reason="torch writes the reference checkpoint")
     pf.manual_seed(3)
     state = _state(SmallCNN())
     path = tmp_path / "torch.pt"
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}, "epoch": 7}, path)
+    torch.save({"model_state_dict": {k: torch.from_numpy(v) for k, v in state.items()},
+                "epoch": 7}, path, _use_new_zipfile_serialization=zip_format)
     _assert_same_state(load_weights(SmallCNN(), path), state)
+
+
+def test_safetensors_checkpoint(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    pf.manual_seed(4)
+    state = _state(resnet20())
+    path = tmp_path / "resnet20.safetensors"
+    safetensors_numpy.save_file(state, str(path))
+    _assert_same_state(resnet20(weights=path), state)
 
 
 def test_a_file_without_a_state_dict_is_named(tmp_path):
