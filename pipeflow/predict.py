@@ -13,11 +13,12 @@ checkpoint path. With a path, the architecture's DEFAULT weights give the prepro
 the class names; an architecture without published weights gets ImageNet's preprocessing
 and class indices for names.
 
-A folder is searched recursively for image files (.jpg .jpeg .png .ppm .bmp .pgm .tif
-.tiff .webp, any case), in sorted path order; a file named on the command line is read
-whatever its extension. A missing path, or a file that is not a readable image, is reported
-on stderr (and as an error entry with --json) and the other images still run; the exit
-status is then 1.
+A folder is searched recursively (symlinks followed, as ImageFolder does) for image files
+(.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp, any case), in sorted path order; a file
+named on the command line is read whatever its extension. A missing path, or a file that
+is not a readable image, is reported on stderr (and as an error entry with --json) and the
+other images still run; the exit status is then 1 (2 when the model or its weights can't
+be loaded).
 
 --json prints one document once all are done, images in argument order:
     {"model": ..., "weights": ..., "images": [
@@ -57,7 +58,8 @@ def find_images(args):
     """(path, error or None) for every image the arguments name, folders expanded."""
     for arg in args:
         if os.path.isdir(arg):
-            found = sorted(os.path.join(root, name) for root, _, names in os.walk(arg)
+            found = sorted(os.path.join(root, name)
+                           for root, _, names in os.walk(arg, followlinks=True)
                            for name in names if is_image_file(name))
             if not found:
                 yield arg, "no image files in this folder"
@@ -82,14 +84,15 @@ class ImageFiles(Dataset):
     def __getitem__(self, i):
         try:
             image = pf.transforms.decode(self.paths[i])
-        except Exception as e:  # damaged files make PIL raise many kinds (OSError, SyntaxError, ...)
+        except Exception as e:  # PIL raises many kinds for damaged files (OSError, SyntaxError..)
             return pf.zeros(*self.blank_shape), f"cannot read image: {e}"
         return self.transform(image), ""
 
 
 def predict(model, dataset, topk, batch_size=32, workers=0, device="cpu"):
-    """`model` (in eval mode, on `device`) on `dataset`'s images; per image, in order: [(class index, probability)] for its `topk` classes, most
-    probable first, or the reason it could not be read (a str)."""
+    """`model` (in eval mode, on `device`) on `dataset`'s images; per image, in order:
+    [(class index, probability)] for its `topk` classes, most probable first, or the reason
+    it could not be read (a str)."""
     device = pf.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, device=device,
                         pin_memory=device.type == "cuda")
@@ -118,8 +121,10 @@ def load_model(builder, weights, device="cpu"):
     name or path) for a builder and a ``--weights`` value."""
     weights_enum = get_model_weights(builder)
     weights = weights_enum.resolve(weights) if weights_enum else weights
-    published = weights if isinstance(weights, WeightsEnum) else \
-        weights_enum.__members__.get("DEFAULT") if weights_enum else None
+    if isinstance(weights, WeightsEnum):
+        published = weights
+    else:  # a checkpoint file: preprocessed and named as the published weights are
+        published = weights_enum.__members__.get("DEFAULT") if weights_enum else None
     model = builder(weights=weights).to(device).eval()
     if published is None:
         return model, IMAGENET_PREPROCESS, None, os.fspath(weights)
