@@ -85,7 +85,7 @@ def _entry(name, info):
     dtype = _DTYPES[code]
     nbytes = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != nbytes:
-        raise CheckpointError(f"tensor '{name}': a {code} tensor of shape {shape} has {nbytes} "
+        raise CheckpointError(f"tensor '{name}': dtype {code} and shape {shape} make {nbytes} "
                               f"bytes, but data_offsets {offsets} span {offsets[1] - offsets[0]}")
     return dtype, shape, offsets[0], offsets[1]
 

@@ -26,6 +26,7 @@ from .errors import CheckpointError, ForbiddenGlobalError
 from . import torch_compat
 
 BLOCKED_MODULES = ("sys", "os", "posix", "nt")
+_CUT_SHORT = "malformed pickle: the data ends {} (the file is truncated or corrupt)"
 
 
 def _op(code):
@@ -106,7 +107,7 @@ class RestrictedUnpickler:
     def _read(self, n):
         start, end = self.pos, self.pos + n
         if n < 0 or end > len(self.data):
-            raise CheckpointError("malformed pickle: the data ends in the middle of a record")
+            raise CheckpointError(_CUT_SHORT.format("in the middle of a record"))
         self.pos = end
         return self.data[start:end]
 
@@ -117,7 +118,7 @@ class RestrictedUnpickler:
     def _readline(self):
         end = self.data.find(b"\n", self.pos)
         if end < 0:
-            raise CheckpointError("malformed pickle: the data ends in the middle of a record")
+            raise CheckpointError(_CUT_SHORT.format("in the middle of a record"))
         line, self.pos = self.data[self.pos:end], end + 1
         return line
 
@@ -165,7 +166,7 @@ class RestrictedUnpickler:
         data = self.data
         while True:
             if self.pos >= len(data):
-                raise CheckpointError("malformed pickle: the data ends before STOP")
+                raise CheckpointError(_CUT_SHORT.format("before STOP"))
             code = data[self.pos]
             self.pos += 1
             if code == _op(pickle.STOP):
