@@ -22,7 +22,7 @@ from pipeflow.io import CheckpointError, ForbiddenGlobalError
 
 torch = pytest.importorskip("torch")
 from test_io import (PLAIN, TORCH_DTYPES, Evil, FakeStorage, FakeTensor,  # noqa: E402
-                     check_plain, same, torch_pickle, torch_sample)
+                     check_plain, same, torch_sample)
 
 MAGIC, PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 SYS_INFO = {"protocol_version": PROTOCOL, "little_endian": True,
@@ -144,16 +144,37 @@ class OldTensor(FakeTensor):
         return torch._utils._rebuild_tensor, self.args[:4]
 
 
+class Py2Pickler(pickle._Pickler):
+    """Writes str as Python 2 wrote its str (SHORT_BINSTRING), as in pre-2020 checkpoints."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_str(self, text):
+        raw = text.encode("utf-8")
+        self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        self.memoize(text)
+    dispatch[str] = save_str
+
+
+def dumps(obj, py2=False):
+    """`obj` pickled (protocol 2) the way torch.save does, FakeStorages as persistent ids."""
+    buf = io.BytesIO()
+    pickler = (Py2Pickler if py2 else pickle.Pickler)(buf, protocol=2)
+    pickler.persistent_id = lambda o: o.pid if isinstance(o, FakeStorage) else None
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
 def legacy_stream(path, obj, data, *, magic=MAGIC, version=PROTOCOL, sys_info=SYS_INFO,
-                  keys=None, counts=None, pickle_bytes=None):
+                  keys=None, counts=None, pickle_bytes=None, py2=False):
     """A pickle-stream checkpoint: `obj` names storages through LegacyStorage ids, `data` maps
     their keys to NumPy arrays; `keys`, `counts` and `pickle_bytes` can lie."""
+    keys = list(data) if keys is None else keys
     with open(path, "wb") as f:
-        for header in (magic, version, sys_info):
-            pickle.dump(header, f, protocol=2)
-        f.write(torch_pickle(obj) if pickle_bytes is None else pickle_bytes)
-        keys = list(data) if keys is None else keys
-        pickle.dump(keys, f, protocol=2)
+        for part in (magic, version, sys_info):
+            f.write(dumps(part, py2))
+        f.write(dumps(obj, py2) if pickle_bytes is None else pickle_bytes)
+        f.write(dumps(keys, py2))
         for key in keys if isinstance(keys, list) else []:
             array = data.get(key, np.zeros(0, np.float32))
             count = (counts or {}).get(key, array.size)
@@ -161,7 +182,7 @@ def legacy_stream(path, obj, data, *, magic=MAGIC, version=PROTOCOL, sys_info=SY
     return path
 
 
-def cifar_checkpoint(path, location="cpu"):
+def cifar_checkpoint(path, location="cpu", py2=False):
     """The shape of the widely used CIFAR ResNet checkpoints (DataParallel keys, torch 0.4)."""
     weight = LegacyStorage(torch.FloatStorage, "140", 2 * 3 * 3 * 3, location)
     stats = LegacyStorage(torch.FloatStorage, "141", 4, location)
@@ -173,11 +194,14 @@ def cifar_checkpoint(path, location="cpu"):
         ("module.bn1.num_batches_tracked", OldTensor(tracked, 0, (), ()))])
     data = {"140": np.linspace(-1, 1, 54, dtype=np.float32), "141": np.float32([0, 1, 2, 3]),
             "142": np.int64([7])}
-    return legacy_stream(path, {"state_dict": state, "best_prec1": 91.7, "epoch": 200}, data)
+    return legacy_stream(path, {"state_dict": state, "best_prec1": 91.7, "epoch": 200}, data,
+                         py2=py2)
 
 
-def test_old_torch_checkpoints_with_rebuild_tensor(tmp_path):
-    path = cifar_checkpoint(tmp_path / "resnet20.th")
+@pytest.mark.parametrize("py2", [False, True])
+def test_old_torch_checkpoints_with_rebuild_tensor(tmp_path, py2):
+    path = cifar_checkpoint(tmp_path / "resnet20.th", py2=py2)
+    assert (b"U\x13module.conv1.weight" in path.read_bytes()) == py2  # SHORT_BINSTRING
     r, ref = pio.load(path), torch.load(path, weights_only=True)
     assert r["best_prec1"] == 91.7 and r["epoch"] == 200
     assert type(r["state_dict"]) is collections.OrderedDict

@@ -9,7 +9,8 @@
 This small parser rather than the ``safetensors`` library: the library copies every tensor
 (no views of a memory map), reads only paths (not file objects), needs a compiled wheel at
 run time, and its errors name neither the file nor the offending tensor. The header is
-checked as strictly as the library checks it, so a file it refuses is refused here too.
+checked as strictly as the library checks it, so a file it refuses is refused here too (and
+so is a header naming a tensor twice, which the library resolves silently).
 """
 import json
 import math

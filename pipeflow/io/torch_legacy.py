@@ -100,11 +100,11 @@ class _StreamReader:
         magic = self.records.pickle("the magic number")
         if type(magic) is not int or magic != MAGIC_NUMBER:
             raise CheckpointError(f"not a torch checkpoint: the file is a pickle of "
-                                  f"{_describe(magic)}, not torch's magic number "
+                                  f"{repr(magic)[:60]}, not torch's magic number "
                                   f"{MAGIC_NUMBER:#x}")
         version = self.records.pickle("the protocol version")
         if type(version) is not int or version != PROTOCOL_VERSION:
-            raise CheckpointError(f"unsupported legacy protocol version {_describe(version)} "
+            raise CheckpointError(f"unsupported legacy protocol version {repr(version)[:60]} "
                                   f"(torch writes {PROTOCOL_VERSION})")
         if type(self.records.pickle("sys_info")) is not dict:
             raise CheckpointError("malformed legacy checkpoint: sys_info is not a dict")
@@ -126,7 +126,7 @@ class _StreamReader:
         if type(keys) is not list:
             raise CheckpointError(f"malformed legacy checkpoint: the list of storage keys is "
                                   f"a {type(keys).__name__}")
-        for key in map(lambda k: storage_key(k, "storage list"), keys):
+        for key in (storage_key(k, "storage list") for k in keys):
             ref = first_refs.get(key)
             if ref is None or key in self.data_offsets:
                 raise CheckpointError(f"the storage list names '{key}' "
@@ -147,10 +147,6 @@ class _StreamReader:
 
     def _read(self, key, np_dtype, numel):
         return self.buf.array(self.data_offsets[key], np_dtype, numel, f"storage '{key}'")
-
-
-def _describe(value):
-    return repr(value)[:60]
 
 
 def read(fileobj, map_location=None, mmap=False):
