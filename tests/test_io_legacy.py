@@ -165,6 +165,12 @@ def dumps(obj, py2=False):
     return buf.getvalue()
 
 
+def storage_record(array, count=None):
+    """A storage as both legacy formats write it: int64 element count, little-endian data."""
+    return struct.pack("<q", array.size if count is None else count) + \
+        array.astype(array.dtype.newbyteorder("<")).tobytes()
+
+
 def legacy_stream(path, obj, data, *, magic=MAGIC, version=PROTOCOL, sys_info=SYS_INFO,
                   keys=None, counts=None, pickle_bytes=None, py2=False):
     """A pickle-stream checkpoint: `obj` names storages through LegacyStorage ids, `data` maps
@@ -177,8 +183,7 @@ def legacy_stream(path, obj, data, *, magic=MAGIC, version=PROTOCOL, sys_info=SY
         f.write(dumps(keys, py2))
         for key in keys if isinstance(keys, list) else []:
             array = data.get(key, np.zeros(0, np.float32))
-            count = (counts or {}).get(key, array.size)
-            f.write(struct.pack("<q", count) + array.astype(array.dtype.newbyteorder("<")).tobytes())
+            f.write(storage_record(array, (counts or {}).get(key)))
     return path
 
 
@@ -269,8 +274,7 @@ def legacy_tar(path, obj, storages, tensors, views=(), tensor_class=None, member
     storage_bytes = pickle.dumps(len(storages), protocol=2)
     for key, (array, location, storage_class) in storages.items():
         storage_bytes += pickle.dumps((key, location, storage_class), protocol=2)
-        storage_bytes += struct.pack("<q", array.size) + array.astype(
-            array.dtype.newbyteorder("<")).tobytes()
+        storage_bytes += storage_record(array)
     storage_bytes += pickle.dumps(list(views), protocol=2)
     tensor_bytes = pickle.dumps(len(tensors), protocol=2)
     for t in tensors:
@@ -296,10 +300,10 @@ def legacy_tar(path, obj, storages, tensors, views=(), tensor_class=None, member
     return path
 
 
-def tar_checkpoint(path, **kwargs):
-    storages = {101: (np.arange(12, dtype=np.float32), "cpu", torch.FloatStorage),
-                102: (np.int64([5, -6, 7]), "cpu", torch.LongStorage),
-                103: (np.float64([0.5, 1.5]), "cpu", torch.DoubleStorage)}
+def tar_checkpoint(path, location="cpu", **kwargs):
+    storages = {101: (np.arange(12, dtype=np.float32), location, torch.FloatStorage),
+                102: (np.int64([5, -6, 7]), location, torch.LongStorage),
+                103: (np.float64([0.5, 1.5]), location, torch.DoubleStorage)}
     tensors = [TarTensor(1, 101, (3, 4), (4, 1)), TarTensor(2, 101, (2, 3), (1, 4), offset=1),
                TarTensor(3, 102, (3,), (1,)), TarTensor(4, 104, (2,), (2,)),
                TarTensor(5, 103, (), (), offset=1)]
@@ -319,6 +323,16 @@ def test_pf_loads_the_tar_format(tmp_path, use_mmap):
         assert r[key].stride() == ref[key].stride() and mapped(r[key]) == use_mmap, key
     r["w"]._data[1, 2] = -1.0  # tensors and storage views of one storage share it
     assert r["w_view"]._data[1, 1] == -1.0 and r["view"]._data[0] == -1.0
+
+
+def test_map_location_for_a_tar_checkpoint_saved_on_cuda(tmp_path):
+    path = tar_checkpoint(tmp_path / "gpu.pt", location="cuda:1")
+    ref = torch.load(path, weights_only=False, map_location="cpu")
+    for where in ("cpu", {"cuda:1": "cpu"}):
+        exact(pio.load(path, map_location=where)["w_view"], ref["w_view"])
+    if not pf.cuda.is_available():
+        with pytest.raises(CheckpointError, match="'cuda:1'.*map_location='cpu'"):
+            pio.load(path)
 
 
 def test_tar_format_tensor_records_name_legacy_tensor_classes(tmp_path):
@@ -440,10 +454,10 @@ def test_broken_tar_files_are_refused(tmp_path, members, match):
     assert "bad.pt" in str(info.value)
 
 
-def test_library_never_imports_torch_for_legacy_files(tmp_path):
-    save_legacy({"a": torch.ones(2)}, tmp_path / "s.pt")
-    tar_checkpoint(tmp_path / "t.pt")
+def test_library_never_imports_torch_for_legacy_or_safetensors_files(tmp_path):
+    paths = [save_legacy({"a": torch.ones(2)}, tmp_path / "s.pt"),
+             tar_checkpoint(tmp_path / "t.pt"), tmp_path / "w.safetensors"]
+    pio.save_safetensors({"a": pf.ones(2)}, paths[2])
     code = ("import sys, pipeflow.io as pio; [pio.load(p, mmap=m) for p in sys.argv[1:] "
             "for m in (False, True)]; assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.pt"), str(tmp_path / "t.pt")],
-                   check=True)
+    subprocess.run([sys.executable, "-c", code, *map(str, paths)], check=True)

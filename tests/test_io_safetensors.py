@@ -60,7 +60,7 @@ def mapped(t):
     return isinstance(getattr(base, "obj", base), mmap.mmap)  # (a memoryview of the map)
 
 
-# --- files the library writes ---------------------------------------------------------------------
+# --- files the library writes -------------------------------------------------------------------
 @pytest.mark.parametrize("use_mmap", [False, True])
 def test_every_dtype_from_the_library(tmp_path, use_mmap):
     expected = arrays()
@@ -156,7 +156,7 @@ def test_file_objects_and_map_location(tmp_path):
         assert "m.safetensors" in str(info.value)
 
 
-# --- writing ---------------------------------------------------------------------------------------
+# --- writing -------------------------------------------------------------------------------------
 def test_save_safetensors_is_read_back_by_the_library(tmp_path):
     base = pf.arange(12, dtype=pf.float32).reshape(3, 4)
     tensors = {f"{np.dtype(d).name}.{i}": pf.tensor(sample(d, shape, seed=i))
@@ -185,7 +185,8 @@ def test_save_safetensors_is_read_back_by_the_library(tmp_path):
     # to a file object
     buf = io.BytesIO()
     pio.save_safetensors({"w": base}, buf)
-    check(pio.load(io.BytesIO(buf.getvalue())), {"w": np.arange(12, dtype=np.float32).reshape(3, 4)})
+    check(pio.load(io.BytesIO(buf.getvalue())),
+          {"w": np.arange(12, dtype=np.float32).reshape(3, 4)})
 
 
 @pytest.mark.parametrize("tensors, metadata, match", [
@@ -203,7 +204,7 @@ def test_save_safetensors_refuses_what_it_cannot_write_before_any_io(tmp_path, t
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-# --- broken and lying files --------------------------------------------------------------------------
+# --- broken and lying files ---------------------------------------------------------------------
 F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 I8 = {"dtype": "I8", "shape": [3], "data_offsets": [8, 11]}
 
