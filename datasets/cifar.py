@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from .download import (DOWNLOAD_ERRORS, IntegrityError, check_integrity,
+from .download import (DownloadError, IntegrityError, check_integrity,
                        download_and_extract_archive)
 from .vision import ArrayFastPath, VisionDataset
 
@@ -149,7 +149,7 @@ class CIFAR10(ArrayFastPath, VisionDataset):
                 download_and_extract_archive(url, self.root, filename=self.filename,
                                              md5=self.tgz_md5)
                 return
-            except DOWNLOAD_ERRORS + (IntegrityError,) as e:
+            except (DownloadError, IntegrityError) as e:
                 errors.append(f"{url}: {e}")
                 print(f"Failed to download {url}:\n{e}", file=sys.stderr)
         raise RuntimeError(f"Error downloading {self.filename}:\n" + "\n".join(errors))

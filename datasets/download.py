@@ -1,199 +1,35 @@
 """Fetching and unpacking dataset files (torchvision.datasets.utils' download helpers).
 
-`download_url` streams a URL into ``<file>.part`` next to its destination with a progress
-bar, checks the published checksum and only then renames the file to its final name; on
-any failure (HTTP error, dropped connection, short body, wrong checksum, Ctrl-C) the
-``.part`` file is removed, so a file under its final name is always a complete, verified one.
+Downloading is pipeflow's one verified download (`pipeflow.download.download_url`: a
+``.part`` file renamed only once complete and matching its checksums).
 
 `extract_archive` unpacks .tar/.tar.gz/.tgz/.tar.bz2/.tar.xz/.zip archives and single-file
 .gz/.bz2/.xz files, refusing (with an error that names the member) any member that would
 land outside the destination: absolute paths, '..' that climbs out, symlinks or hardlinks
 that point outside, links reached through links, and device files."""
 import bz2
+import contextlib
 import gzip
-import hashlib
-import http.client
 import lzma
 import os
 import shutil
 import stat
 import sys
 import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 
-try:
-    import fcntl
-except ImportError:  # Windows: no lock on the .part file
-    fcntl = None
+from ..download import DownloadError, IntegrityError, check_integrity, download_url
 
-from ..progress import Progress
+__all__ = ["DownloadError", "IntegrityError", "UnsafeArchiveError", "check_integrity",
+           "download_and_extract_archive", "download_url", "extract_archive"]
 
-__all__ = ["IntegrityError", "UnsafeArchiveError", "calculate_md5", "check_integrity",
-           "download_and_extract_archive", "download_url", "extract_archive", "file_digest"]
-
-USER_AGENT = "pipeflow"
-CHUNK_SIZE = 1 << 16
 # The standard library's "data" tar filter (Python >= 3.12, 3.11.4, 3.10.12) and its error.
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
-# The exceptions a failed fetch raises: a mirror loop moves on to its next mirror on these.
-DOWNLOAD_ERRORS = (OSError, http.client.HTTPException)
-
-
-class IntegrityError(RuntimeError):
-    """A file's checksum differs from the published one."""
-
-
-class IncompleteDownloadError(OSError):
-    """The connection closed before the announced number of bytes arrived."""
 
 
 class UnsafeArchiveError(RuntimeError):
     """An archive member would be written outside the extraction folder."""
-
-
-# --- checksums -------------------------------------------------------------------------------
-
-def file_digest(fpath, algorithm="md5", chunk_size=1 << 20):
-    h = hashlib.new(algorithm)
-    with open(fpath, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def calculate_md5(fpath, chunk_size=1 << 20):
-    return file_digest(fpath, "md5", chunk_size)
-
-
-def _expected(md5, sha256):
-    """The (algorithm, hex digest) pairs to check."""
-    out = []
-    if md5 is not None:
-        out.append(("md5", md5.lower()))
-    if sha256 is not None:
-        out.append(("sha256", sha256.lower()))
-    return out
-
-
-def check_integrity(fpath, md5=None, sha256=None):
-    """True when `fpath` is a file and matches the given checksums (any file when none)."""
-    if not os.path.isfile(fpath):
-        return False
-    return all(file_digest(fpath, algo) == want for algo, want in _expected(md5, sha256))
-
-
-# --- download --------------------------------------------------------------------------------
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def download_url(url, root, filename=None, md5=None, sha256=None, *, progress=True,
-                 timeout=60.0, chunk_size=CHUNK_SIZE):
-    """Download `url` to ``root/filename`` (default: the URL's last path component) and
-    return that path. A file already there that passes the checksums is kept as is.
-
-    The body streams into ``root/filename.part`` while md5/sha256 are computed; the file
-    is renamed to its final name (os.replace, atomic in one folder) only when the length
-    announced by the server arrived and every given checksum matches. Raises
-    IntegrityError on a checksum mismatch, IncompleteDownloadError on a short body, and
-    urllib's errors for HTTP and connection failures; the ``.part`` file is removed in
-    every case. Processes fetching the same file at once take turns (a lock on the
-    ``.part`` file): the later ones find the verified file and keep it."""
-    root = os.path.expanduser(os.fspath(root))
-    if not filename:
-        filename = os.path.basename(urllib.parse.urlparse(url).path)
-        if not filename:
-            raise ValueError(f"can't tell a file name from the URL {url!r}; pass filename=")
-    if os.path.basename(filename) != filename or filename in (".", ".."):
-        raise ValueError(f"filename must be a plain file name, got {filename!r}")
-    os.makedirs(root, exist_ok=True)
-    fpath = os.path.join(root, filename)
-    expected = _expected(md5, sha256)
-
-    part = fpath + ".part"
-    out = None
-    while out is None:
-        if check_integrity(fpath, md5, sha256):
-            if expected:
-                print(f"Using downloaded and verified file: {fpath}", file=sys.stderr)
-            return fpath
-        out = _lock_part(part)  # None: another process finished or gave up; look again
-    try:
-        _fetch(url, out, expected, filename, progress, timeout, chunk_size)
-        os.replace(part, fpath)  # still holding the lock on it
-    except BaseException:
-        _remove(part)
-        raise
-    finally:
-        out.close()
-    return fpath
-
-
-def _lock_part(part):
-    """`part` opened for writing, emptied, with an exclusive lock held (POSIX): a second
-    process fetching the same file waits here instead of writing into the same .part.
-    None when, after the wait, `part` is no longer the file that was locked (the other
-    process renamed it to its final name, or removed it)."""
-    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            same = os.path.samestat(os.fstat(fd), os.stat(part))
-        except FileNotFoundError:
-            same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if not same:
-            os.close(fd)
-            return None
-    os.ftruncate(fd, 0)
-    return os.fdopen(fd, "wb")
-
-
-def _fetch(url, out, expected, filename, progress, timeout, chunk_size):
-    """Stream `url` into the open file `out`, checking the length and the checksums."""
-    hashers = {algo: hashlib.new(algo) for algo, _ in expected}
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.strip().isdigit() else None
-        bar = Progress(length or 0, desc=f"Downloading {filename} (bytes)") \
-            if progress else None
-        received = 0
-        try:
-            while True:
-                chunk = response.read(chunk_size)
-                if not chunk:
-                    break
-                out.write(chunk)
-                for h in hashers.values():
-                    h.update(chunk)
-                received += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        finally:
-            if bar is not None:
-                bar.close()
-    # http.client's read(n) returns b"" when the peer closes early instead of raising.
-    if length is not None and received != length:
-        raise IncompleteDownloadError(
-            f"download of {url} was cut off: got {received} of {length} bytes")
-    for algo, want in expected:
-        got = hashers[algo].hexdigest()
-        if got != want:
-            raise IntegrityError(f"{algo} checksum mismatch for {url} ({filename}): "
-                                 f"expected {want}, got {got}")
 
 
 def download_and_extract_archive(url, download_root, extract_root=None, filename=None,
@@ -352,7 +188,8 @@ def _decompress(path, to, suffix):
             shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(part, out)
     except BaseException:
-        _remove(part)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(part)
         raise
     return out
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..tensor import Tensor
-from .download import DOWNLOAD_ERRORS, IntegrityError, download_url, extract_archive
+from .download import DownloadError, IntegrityError, download_url, extract_archive
 from .vision import ArrayFastPath, VisionDataset
 
 __all__ = ["FashionMNIST", "IDXFormatError", "KMNIST", "MNIST", "read_idx", "read_image_file",
@@ -212,7 +212,7 @@ class MNIST(ArrayFastPath, VisionDataset):
                 try:
                     print(f"Downloading {url}", file=sys.stderr)
                     path = download_url(url, self.raw_folder, filename, md5=md5)
-                except DOWNLOAD_ERRORS + (IntegrityError,) as e:
+                except (DownloadError, IntegrityError) as e:
                     errors.append(f"{url}: {e}")
                     print(f"Failed to download (trying next):\n{e}", file=sys.stderr)
                     continue

@@ -186,7 +186,7 @@ def main(argv=None):
         parser.error(f"unknown model {args.model!r}; choose from {', '.join(builders())}")
     try:
         loaded = load_model(builder, args.weights, args.device)
-    except (ValueError, OSError, CheckpointError, hub.HashMismatchError) as e:
+    except (ValueError, OSError, CheckpointError, hub.IntegrityError) as e:
         print(f"pipeflow predict: error: {e}", file=sys.stderr)
         return 2
     return run(args, *loaded)

@@ -104,26 +104,34 @@ def test_downloads_once_with_progress_then_uses_the_cache(server, home, publishe
 def test_hash_mismatch_is_refused_and_nothing_kept(server, home, published):
     url, sha, _ = published
     wrong = "0" * 8 if not sha.startswith("0" * 8) else "f" * 8
-    with pytest.raises(hub.HashMismatchError) as err:
+    with pytest.raises(hub.IntegrityError) as err:
         hub.cached_checkpoint(url, wrong, progress=False)
     message = str(err.value)
     assert str(home / NAME) in message and wrong in message and sha[:8] in message
+    assert (err.value.expected, err.value.actual) == (wrong, sha[:8])
     assert os.listdir(home) == []
 
 
-def test_damaged_cached_file_is_refused_removed_then_downloaded_again(server, home,
-                                                                        published):
+def test_damaged_cached_file_is_downloaded_again(server, home, published):
     url, sha, _ = published
     path = hub.cached_checkpoint(url, sha[:8], progress=False)
     with open(path, "r+b") as f:
         f.truncate(100)
-    with pytest.raises(hub.HashMismatchError, match="damaged") as err:
-        hub.cached_checkpoint(url, sha[:8])
-    assert err.value.path == path and err.value.expected == sha[:8]
-    assert not os.path.exists(path)
-    assert len(server.requests) == 1  # the check needed no network
-    hub.cached_checkpoint(url, sha[:8], progress=False)
+    assert hub.cached_checkpoint(url, sha[:8], progress=False) == path
     assert _sha256(home / NAME) == sha and len(server.requests) == 2
+    assert os.listdir(home) == [NAME]
+
+
+def test_offline_refuses_a_damaged_cached_file(server, home, published, monkeypatch):
+    url, sha, _ = published
+    path = hub.cached_checkpoint(url, sha[:8], progress=False)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    monkeypatch.setenv("PIPEFLOW_OFFLINE", "1")
+    with pytest.raises(hub.OfflineError, match="fails its sha256 check") as err:
+        hub.cached_checkpoint(url, sha[:8])
+    assert url in str(err.value) and path in str(err.value)
+    assert len(server.requests) == 1
 
 
 def test_offline_names_the_url_and_destination_and_never_connects(server, home, published,
@@ -161,13 +169,12 @@ def test_connection_refused_names_the_url(home):
 
 def test_cut_off_download_is_an_error_and_leaves_nothing(server, home):
     with pytest.raises(hub.DownloadError, match="10 of 1000 bytes"):
-        hub.download_url_to_file(f"{server.url}/short", str(home / "short.pth"), "ab",
-                                 progress=False)
+        hub.cached_checkpoint(f"{server.url}/short", "ab", progress=False)
     assert os.listdir(home) == []
 
 
 def test_a_sha256_prefix_must_be_hex(home):
-    with pytest.raises(ValueError, match="hexadecimal"):
+    with pytest.raises(ValueError, match="hexadecimal digits"):
         hub.cached_checkpoint("http://127.0.0.1:1/x.pth", "not-hex")
 
 
