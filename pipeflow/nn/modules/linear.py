@@ -2,6 +2,7 @@
 import math
 
 from ... import factories, ops
+from ...ops.linalg import MatMul
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
@@ -10,8 +11,14 @@ __all__ = ["Identity", "Linear", "Bilinear", "Flatten", "Unflatten"]
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias (PyTorch's F.linear)."""
-    out = x @ weight.mT
+    """x @ weight.T + bias (PyTorch's F.linear). The transpose is the product's own flag,
+    not a transposed view of the weight, so the weight's gradient comes out contiguous: the
+    view's came out transposed and was copied into .grad strided, which for VGG's 25088x4096
+    classifier weight took longer than the products."""
+    if x.ndim < 2 or x.shape[-1] != weight.shape[-1]:  # 1-D input; matmul's shape error
+        out = x @ weight.mT
+    else:
+        out = MatMul.apply(x, weight, False, True)
     return out if bias is None else out + bias
 
 
