@@ -36,42 +36,74 @@ def _padded_windows(x, kernel, geo, fill):
     return cols.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, oh, ow, kh * kw)
 
 
+def _max_over_windows(xp, cols, need_index):
+    """Max of each window of `cols` (N, C, kh, kw, OH, OW), as a running maximum over its kh*kw
+    strided views: no copy of the windows, which are kh*kw times the output. With
+    `need_index`, also each maximum's position in its window (row-major): the first maximal
+    one, or the first NaN, as argmax and PyTorch pick."""
+    kh, kw = cols.shape[2:4]
+    views = [cols[:, :, i, j] for i in range(kh) for j in range(kw)]
+    values = views[0].copy()
+    for v in views[1:]:
+        xp.maximum(values, v, out=values)  # propagates NaN, as PyTorch's max pool
+    if not need_index:
+        return values, None
+    nan = values.dtype.kind == "f" and bool(xp.isnan(values).any())
+    k = xp.empty(values.shape, xp.min_scalar_type(len(views)))
+    for i in range(len(views) - 1, -1, -1):  # backwards, so that the first match is kept
+        hit = views[i] == values
+        if nan:
+            hit |= xp.isnan(views[i])
+        xp.copyto(k, i, where=hit)
+    return values, k.astype(xp.int64)
+
+
 class MaxPool2d(Function):
+    """Max pooling; the indices (into each input plane, as PyTorch reports them) are
+    computed only when a gradient or the caller needs them."""
+
     @staticmethod
-    def forward(ctx, x, kernel, geo):
+    def forward(ctx, x, kernel, geo, with_indices):
         xp = xp_of(x)
-        cols = _padded_windows(x, kernel, geo, -xp.inf if x._data.dtype.kind == "f" else
-                               xp.iinfo(x._data.dtype).min)
-        k = cols.argmax(-1)
-        values = xp.take_along_axis(cols, k[..., None], -1)[..., 0]
-        # the flat index into each input plane of the maximum PyTorch reports
-        (sh, sw), (dh, dw), (pt, _, pl, _) = geo.stride, geo.dilation, geo.padding
+        fill = -xp.inf if x._data.dtype.kind == "f" else xp.iinfo(x._data.dtype).min
+        pt, pb, pl, pr = geo.padding
+        a = x._data
+        if pt or pb or pl or pr:
+            a = xp.pad(a, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=fill)
+        cols = windows(xp, a, kernel[0], kernel[1], geo._replace(padding=(0, 0, 0, 0)))
+        values, k = _max_over_windows(xp, cols, with_indices or ctx.needs_input_grad[0])
+        if k is None:
+            return wrap(values)
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation
         oh, ow = values.shape[2:]
         rows = xp.arange(oh).reshape(-1, 1) * sh - pt + (k // kernel[1]) * dh
         cols_ = xp.arange(ow) * sw - pl + (k % kernel[1]) * dw
-        indices = wrap((rows * x._data.shape[3] + cols_).astype("int64"))
+        indices = wrap(rows * x._data.shape[3] + cols_)
         ctx.shape = x._data.shape
         ctx.save_for_backward(indices)
         ctx.mark_non_differentiable(indices)
-        return wrap(values), indices
+        return (wrap(values), indices) if with_indices else wrap(values)
 
     @staticmethod
-    def backward(ctx, g, _):
+    def backward(ctx, g, *_):
         indices, = ctx.saved_tensors
         n, c, h, w = ctx.shape
         flat = g.new_zeros((n, c, h * w)).scatter_add(2, indices.reshape(n, c, -1),
                                                      g.reshape(n, c, -1))
-        return flat.reshape(ctx.shape), None, None
+        return flat.reshape(ctx.shape), None, None, None
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     x = input.unsqueeze(0) if input.ndim == 3 else input
     kernel, geo = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    values, indices = MaxPool2d.apply(x, kernel, geo)
+    if not return_indices:
+        values = MaxPool2d.apply(x, kernel, geo, False)
+        return values.squeeze(0) if input.ndim == 3 else values
+    values, indices = MaxPool2d.apply(x, kernel, geo, True)
     if input.ndim == 3:
         values, indices = values.squeeze(0), indices.squeeze(0)
-    return (values, indices) if return_indices else values
+    return values, indices
 
 
 class AvgPool2d(Function):
