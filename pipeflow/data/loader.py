@@ -124,14 +124,17 @@ class DataLoader:
         if self.num_workers == 0:
             batches = _SingleProcess(self, start)
         else:  # each iterator has its own workers, unless they persist across epochs
+            order = None if self.iterable else list(enumerate(self._batch_indices(start), start))
+            shares = _shares(self, order)
             pool = self._pool if self.persistent_workers else None
             if pool is None or not pool.alive() or pool.busy:
                 if pool is not None:  # a new iterator replaces an unfinished one
                     pool.shutdown()
-                pool = _WorkerPool(self)
+                pool = _WorkerPool(self, shares)  # started on this epoch's shares
+                shares = None
                 if self.persistent_workers:
                     self._pool = pool
-            batches = pool.epoch(self, start)
+            batches = pool.epoch(self, order, shares)
         if self.iterable and start:  # a stream can't seek: skip the batches already served
             batches = itertools.islice(batches, start, None)
         return _Served(self, _on_device(batches, self.device))
@@ -213,6 +216,18 @@ def _iterable_batches(loader, items, collate_fn):
 
 
 # --- the worker pool ----------------------------------------------------------------------
+def _shares(loader, order):
+    """Each worker's part of an epoch: of an indexed dataset's (batch id, indices) `order`,
+    the batches whose id is the worker's modulo num_workers; of an IterableDataset, a
+    request to stream."""
+    n = loader.num_workers
+    if order is None:
+        size = 1 if loader.batch_size is None else loader.batch_size
+        return [("stream", size, loader.drop_last)] * n
+    start = order[0][0] if order else 0
+    return [order[(wid - start) % n::n] for wid in range(n)]
+
+
 _EXHAUSTED = object()  # a worker's IterableDataset has no more batches
 
 
@@ -248,13 +263,17 @@ class _WorkerPool:
 
     SLOT_CAP = 1024
 
-    def __init__(self, loader):
+    def __init__(self, loader, shares):
+        """Start the workers, each on its share of the first epoch at once (forked with it,
+        so that it needn't wait for the others to start nor for a message)."""
         from multiprocessing.reduction import send_handle
         ctx = loader.multiprocessing_context
         if ctx is None or isinstance(ctx, str):
             ctx = multiprocessing.get_context(ctx or worker.START_METHOD)
         self.num_workers, self.timeout = loader.num_workers, loader.timeout
-        self.seed, self.prefetch = loader.seed, loader.prefetch_factor
+        # The batch in use while the next one is fetched holds a slot too: one more each,
+        # so that prefetch_factor batches are always on their way (torch copies batches out)
+        self.seed, self.ring_slots = loader.seed, loader.prefetch_factor + 1
         self.pin = loader.pin_memory and backend.cuda_available()
         self.conns, self.procs, self.credits, self.flag_blocks = [], [], [], []
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
@@ -265,7 +284,8 @@ class _WorkerPool:
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     parent, loader.epoch, self.SLOT_CAP, self.prefetch))
+                                     parent, loader.epoch, shares[wid], self.SLOT_CAP,
+                                     self.ring_slots))
             proc.start()
             theirs.close()
             send_handle(ours, flags.fd, proc.pid)  # the slots' free flags and their credits
@@ -278,7 +298,7 @@ class _WorkerPool:
         self.slots = [0] * self.num_workers  # slots each worker has
         self.held = [0] * self.num_workers   # of those, the ones batches still refer to
         for wid in range(self.num_workers):
-            for _ in range(self.prefetch):
+            for _ in range(self.ring_slots):
                 self._add_slot(wid)
         self.blocks = {}          # (worker, slot) -> shared.Block (the main process's mapping)
         self.layouts = {}         # worker -> the _Layout of its last batch
@@ -303,28 +323,31 @@ class _WorkerPool:
         self.flags[wid][slot] = 1
         self.credits[wid].release()
 
-    def epoch(self, loader, start):
-        """A generator of the epoch's batches, in order, from the workers."""
+    def epoch(self, loader, order, shares):
+        """A generator of the epoch's batches, in order, from the workers: an indexed
+        dataset's `order` of (batch id, indices), or an IterableDataset's streams. Each
+        worker's share is sent first, unless it was started with it (`shares` None)."""
         self.busy = True
-        if loader.iterable:
-            return self._iterable_epoch(loader)
-        return self._indexed_epoch(loader, start)
+        if order is None:
+            return self._iterable_epoch(loader, shares)
+        return self._indexed_epoch(loader, order, shares)
 
-    def _start(self, loader, work):
+    def _send(self, loader, shares):
         for wid, conn in enumerate(self.conns):
             try:
-                conn.send(("epoch", loader.epoch, loader.seed, work(wid)))
+                conn.send(("epoch", loader.epoch, loader.seed, shares[wid]))
             except OSError:
                 self._raise_dead(wid)
 
-    def _indexed_epoch(self, loader, start):
-        batches = list(enumerate(loader._batch_indices(start), start))
+    def _indexed_epoch(self, loader, order, shares):
         n = self.num_workers
-        pending, ready, next_id, end = set(), {}, start, start + len(batches)
+        start = order[0][0] if order else 0
+        pending, ready, next_id, end = set(), {}, start, start + len(order)
         failed = True
         try:
-            self._start(loader, lambda wid: [b for b in batches if b[0] % n == wid])
-            pending.update(b[0] for b in batches)
+            if shares is not None:
+                self._send(loader, shares)
+            pending.update(batch_id for batch_id, _ in order)
             while next_id < end:
                 if next_id in ready:
                     batch = ready.pop(next_id)
@@ -345,14 +368,14 @@ class _WorkerPool:
             self.busy = False
             self._end_epoch(loader, bool(pending), failed)
 
-    def _iterable_epoch(self, loader):
+    def _iterable_epoch(self, loader, shares):
         """Each worker streams its own copy of the dataset (shard it with
         get_worker_info()); batches come round-robin, as in PyTorch."""
-        size = 1 if loader.batch_size is None else loader.batch_size
         active, turn, failed = list(range(self.num_workers)), 0, True
         queues = {wid: deque() for wid in active}
         try:
-            self._start(loader, lambda wid: ("stream", size, loader.drop_last))
+            if shares is not None:
+                self._send(loader, shares)
             while active:
                 pos = turn % len(active)
                 wid = active[pos]

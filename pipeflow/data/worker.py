@@ -113,22 +113,22 @@ class _Stop(Exception):
 class _Worker:
     """A worker's state: its dataset, its pipe, its slots and the credits for them.
 
-    Per epoch the main process sends one message: this worker's batches (or, for an
-    IterableDataset, a request to stream). A batch needs a free slot: the main process
-    marks slots free in the shared `free` flags and counts them up on the `credits`
-    semaphore when no batch refers to them any longer, so no message crosses the pipe
-    per batch except the result."""
+    Per epoch the main process sends one message (the first epoch's comes with the fork):
+    this worker's batches (or, for an IterableDataset, a request to stream). A batch needs
+    a free slot: the main process marks slots free in the shared `free` flags and counts
+    them up on the `credits` semaphore when no batch refers to them any longer, so no
+    message crosses the pipe per batch except the result."""
 
     def __init__(self, worker_id, num_workers, dataset, conn, collate_fn, credits, free,
-                 prefetch, parent_pid):
+                 ring_slots, parent_pid):
         self.id, self.num_workers, self.dataset, self.conn = worker_id, num_workers, dataset, conn
         self.collate_fn, self.credits, self.free = collate_fn, credits, free
-        self.prefetch, self.parent_pid = prefetch, parent_pid
+        self.ring_slots, self.parent_pid = ring_slots, parent_pid  # slots it starts with
         self.blocks = {}  # slot -> Block
         self.layouts = _LayoutSender()
         self.init_error = None
 
-    def run(self, seed, epoch, worker_init_fn):
+    def run(self, seed, epoch, share, worker_init_fn):
         global _worker_info
         worker_seed = int(np.random.SeedSequence([seed % 2 ** 64, epoch, self.id]).generate_state(1)[0])
         random.seed(worker_seed)
@@ -140,6 +140,7 @@ class _Worker:
             except Exception as e:
                 self.init_error = _describe(e, self.id)
         try:
+            self._serve(epoch, seed, share)
             while True:
                 message = self._recv()
                 if message[0] == "epoch":
@@ -230,7 +231,7 @@ class _Worker:
         block, new_size = self.blocks.get(slot), None
         if total and (block is None or block.size < total):  # this slot grows: a new block
             if not self.blocks:  # the first batch tells the ring's size: check before writing
-                shared.check_capacity(total * self.prefetch * self.num_workers,
+                shared.check_capacity(total * self.ring_slots * self.num_workers,
                                       f"the DataLoader's ring ({total / 2**20:.1f} MiB per batch)")
             if block is not None:
                 block.close()
@@ -244,8 +245,9 @@ class _Worker:
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid, epoch, slot_cap, prefetch):
-    """A worker process's entry point: serve epochs until told to stop or orphaned."""
+                parent_pid, epoch, share, slot_cap, ring_slots):
+    """A worker process's entry point: serve its `share` of `epoch`, then the epochs the
+    main process sends, until told to stop or orphaned."""
     from multiprocessing.reduction import recv_handle
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
@@ -255,7 +257,7 @@ def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_
     credits = shared.Credits(recv_handle(conn))          # ... and the count of free ones
     try:
         _Worker(worker_id, num_workers, dataset, conn, collate_fn, credits, flags.array(),
-                prefetch, parent_pid).run(seed, epoch, worker_init_fn)
+                ring_slots, parent_pid).run(seed, epoch, share, worker_init_fn)
     finally:
         flags.close()
         credits.close()
