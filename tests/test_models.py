@@ -25,7 +25,7 @@ ARCHS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
 
 
 def _input(name, batch=2):
-    side = 32 if name in CIFAR else 64  # 64: the smallest side AlexNet's pools allow, fast
+    side = 32 if name in CIFAR else 64  # about the smallest AlexNet takes (63): fast
     return np.random.default_rng(0).standard_normal((batch, 3, side, side)).astype(np.float32)
 
 
