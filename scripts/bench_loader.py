@@ -30,7 +30,8 @@ CuPy in the same run (target >= 90%), and worker scaling 1..16 on the JPEG case.
 Timing: every configuration runs `passes` full epochs (workers are started by each epoch,
 persistent_workers=False on both sides); pass 1 measures the first batch and memory, the
 reported samples/s is the median over the later passes. The two libraries alternate per
-configuration. Usage: python scripts/bench_loader.py [--quick] [--passes N]
+configuration.
+Usage: python scripts/bench_loader.py [--quick] [--passes N] [--cases small,jpeg,storage,gpu]
 """
 import argparse
 import glob
@@ -561,7 +562,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
     parser.add_argument("--passes", type=int, default=None,
                         help="epochs per configuration (default 3, --quick 2)")
+    parser.add_argument("--cases", default="small,jpeg,storage,gpu",
+                        help="comma-separated subset of small,jpeg,storage,gpu")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
     passes = args.passes or (2 if args.quick else 3)
     n_small = 6_000 if args.quick else 60_000
     n_jpeg = 256 if args.quick else 2_000
@@ -569,10 +573,10 @@ def main():
     check_same_output(files)
     cuda = pf.cuda.is_available()
 
-    rows = small_case(n_small, (0, 2), passes)
+    rows = small_case(n_small, (0, 2), passes) if "small" in cases else []
     one = ceiling_rate(files, 100 if args.quick else 250)
     jpeg_rows = jpeg_case(files, n_jpeg, (0, 2), passes, device="cuda" if cuda else None,
-                          pin=cuda)
+                          pin=cuda) if "jpeg" in cases else []
     ceilings = {(case, w): max(w, 1) * one for case, w, _, _ in jpeg_rows}
     rows += [(c, w, p, t) for c, w, p, t in jpeg_rows]
     rows = [r[:4] for r in rows]
@@ -597,12 +601,14 @@ def main():
             print(f"  target JPEG    w={w}: >= 2x torch ({pr / tr:.2f}x), >= 85% of ceiling "
                   f"({100 * pr / c:.0f}%): {'OK' if ok else 'MISSED'}")
 
-    if os.path.exists(CIFAR_TAR):
+    if "storage" in cases and os.path.exists(CIFAR_TAR):
         print_storage(*storage_case((0, 2), passes, per_class=500 if args.quick else None),
                       passes)
-    else:
+    elif "storage" in cases:
         print(f"\nStorage case skipped: {CIFAR_TAR} is absent.")
 
+    if "gpu" not in cases:
+        return
     if not cuda:
         print("\nGPU parts skipped: pipeflow.cuda.is_available() is False "
               "(H2D throughput vs pinned bandwidth, worker scaling 1..16).")
