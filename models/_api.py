@@ -40,13 +40,13 @@ class Preprocess:
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
-    """One published checkpoint. `meta` holds at least ``categories`` (class names, index
-    order), ``num_params``, ``metrics`` (published accuracy, e.g. ``{"acc@1": 76.13}``) and
-    ``dataset``."""
+    """One published checkpoint. `meta` holds at least ``categories`` (class names in index
+    order; None for feature-extractor weights), ``num_params``, ``metrics`` (published
+    accuracy, e.g. ``{"acc@1": 76.13}``) and ``dataset``."""
     url: str
     sha256_prefix: str
     preprocess: Preprocess
-    meta: dict = dataclasses.field(hash=False, compare=False)
+    meta: dict = dataclasses.field(hash=False, compare=False, repr=False)
 
     @property
     def file_name(self):
@@ -85,8 +85,9 @@ def build(make_model, weights_enum, weights, progress=True, **kwargs):
     """Build ``make_model(**kwargs)`` and load `weights` (see ``WeightsEnum.resolve``) into it.
     Published weights fix ``num_classes`` to their number of categories."""
     weights = weights_enum.resolve(weights)
-    if isinstance(weights, WeightsEnum):
-        classes = len(weights.meta["categories"])
+    categories = weights.meta["categories"] if isinstance(weights, WeightsEnum) else None
+    if categories is not None:  # None: feature-extractor weights, any classifier fits
+        classes = len(categories)
         if kwargs.setdefault("num_classes", classes) != classes:
             raise ValueError(f"{weights} predict {classes} classes, not "
                              f"num_classes={kwargs['num_classes']}")

@@ -15,6 +15,7 @@ import torch
 import pipeflow as pf
 import reference_models
 from pipeflow import models
+from pipeflow.models import weights_loading
 from pipeflow.models._api import get_model_weights
 
 CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
@@ -164,10 +165,18 @@ def test_published_facts(builder, member, file_name, resize, acc1, acc5):
     assert w.meta["metrics"] == ({"acc@1": acc1, "acc@5": acc5} if acc5 else {"acc@1": acc1})
 
 
-def test_vgg16_feature_weights_normalise_as_the_original():
+def test_vgg16_feature_weights_normalise_as_the_original(monkeypatch):
     w = models.VGG16_Weights.IMAGENET1K_FEATURES
     assert w.meta["categories"] is None and np.isnan(w.meta["metrics"]["acc@1"])
     assert w.preprocess.std == (1 / 255,) * 3 and w.preprocess.mean[0] == 0.48235
+    loaded = []  # no classes to check against: the model builds, then the file loads
+    monkeypatch.setattr(weights_loading, "load_weights", lambda *args: loaded.append(args))
+    model = models.vgg16(weights="IMAGENET1K_FEATURES")
+    assert loaded == [(model, w, True)] and model.classifier[-1].out_features == 1000
+
+
+def test_a_weights_entry_prints_without_its_class_names():
+    assert "tench" not in repr(models.ResNet18_Weights.IMAGENET1K_V1.value)
 
 
 def test_akamaster_checkpoint_loads_as_published(tmp_path):
