@@ -3,14 +3,34 @@
 <conv(x, w), g>, so each one's backward is built from the other two and every
 derivative, double backward included, stays exact.
 
-The kernel is im2col as a strided view: windows[n, c, i, j, oh, ow] =
-x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw], contracted with the weight by tensordot."""
+The kernels are matrix products over columns (im2col): for a chunk of the batch,
+cols[n, c, i, j, oh, ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw] is copied into a
+contiguous buffer seen as (N, groups, C/groups*kh*kw, OH*OW), and
+    forward       y[n, g] = w[g] @ cols[n, g]              (lands in NCHW as it is)
+    weight grad   gw[g] = gy[:, g] @ cols[:, g].T    (the batch is in the contraction)
+    input grad    cols[n, g] = w[g].T @ gy[n, g], then added back onto the input
+                  positions each window element came from (col2im: kh*kw strided adds).
+A pointwise conv (1x1, stride 1, no padding) needs no columns: they are x itself."""
+import math
+import threading
 from collections import namedtuple
 
+import numpy as np
+
 from ._util import Function, as_float, same_device, wrap, xp_of
+from .shape import pad
 
 # stride (sh, sw), padding (top, bottom, left, right), dilation (dh, dw), groups
 Geometry = namedtuple("Geometry", "stride padding dilation groups")
+
+# Columns are built for as many samples at a time as fit in this many bytes: on the CPU
+# they stay in cache between their copy and their product (and are reused, see _workspace);
+# on a GPU, larger products run better.
+_CHUNK_BYTES = {"cpu": 8 << 20, "gpu": 1 << 30}
+# The largest CPU workspace kept between calls (per slot and thread): one sample's columns
+# of VGG-16's first block at 224x224 in float32 (115 MB) fit.
+_KEEP_BYTES = 128 << 20
+_workspaces = threading.local()
 
 
 def _pair(v):
@@ -44,10 +64,8 @@ def out_size(size, k, stride, pad_before, pad_after, dilation):
 
 
 def windows(xp, x, kh, kw, geo):
-    """The strided (N, C, kh, kw, OH, OW) view of the zero-padded input array."""
-    pt, pb, pl, pr = geo.padding
-    if pt or pb or pl or pr:
-        x = xp.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    """The strided (N, C, kh, kw, OH, OW) view of `x`, which is already padded (geo.padding
+    is not applied here)."""
     n, c, h, w = x.shape
     (sh, sw), (dh, dw) = geo.stride, geo.dilation
     oh, ow = out_size(h, kh, sh, 0, 0, dh), out_size(w, kw, sw, 0, 0, dw)
@@ -60,68 +78,139 @@ def windows(xp, x, kh, kw, geo):
         writeable=False)
 
 
-def _grouped(xp, groups, join_axis, fn, *parts):
-    """`fn` applied per channel group (each part is split along its given axis), joined
-    along `join_axis`."""
-    if groups == 1:
-        return fn(*[p for p, _ in parts])
-    outs = []
-    for gi in range(groups):
-        sliced = []
-        for array, axis in parts:
-            size = array.shape[axis] // groups
-            index = [slice(None)] * array.ndim
-            index[axis] = slice(gi * size, (gi + 1) * size)
-            sliced.append(array[tuple(index)])
-        outs.append(fn(*sliced))
-    return xp.concatenate(outs, axis=join_axis)
+def _workspace(xp, slot, shape, dtype):
+    """An uninitialised scratch array for temporaries that never leave a kernel. On the CPU
+    one buffer per slot and thread is reused: a fresh array above glibc's mmap threshold
+    (32 MiB) costs a page fault per 4 KiB page on every call. CuPy has its memory pool."""
+    if xp is not np:
+        return xp.empty(shape, dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > _KEEP_BYTES:
+        return np.empty(shape, dtype)
+    buf = getattr(_workspaces, slot, None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(nbytes, np.uint8)
+        setattr(_workspaces, slot, buf)
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+class _Shapes:
+    """The sizes of one convolution: input (n, c, h, w), weight (o, c/groups, kh, kw),
+    output (oh, ow), and how its kernels split the batch into chunks."""
+
+    def __init__(self, xp, x_shape, w_shape, geo, dtype):
+        self.xp, self.geo, self.dtype = xp, geo, dtype
+        self.n, self.c, self.h, self.w = x_shape
+        self.o, cg, self.kh, self.kw = w_shape
+        pt, pb, pl, pr = geo.padding
+        self.hp, self.wp = self.h + pt + pb, self.w + pl + pr
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation
+        self.oh = out_size(self.hp, self.kh, sh, 0, 0, dh)
+        self.ow = out_size(self.wp, self.kw, sw, 0, 0, dw)
+        self.g, self.k, self.l = geo.groups, cg * self.kh * self.kw, self.oh * self.ow
+        self.pointwise = ((self.kh, self.kw) == (1, 1) and geo.stride == (1, 1)
+                          and not any(geo.padding))
+
+    def chunks(self):
+        """(start, stop) over the batch, each chunk's workspaces (columns, padded input,
+        output gradient) within _CHUNK_BYTES."""
+        per_sample = (self.c * self.kh * self.kw * self.l + self.c * self.hp * self.wp
+                      + self.o * self.l) * self.dtype.itemsize
+        step = max(1, _CHUNK_BYTES["cpu" if self.xp is np else "gpu"] // per_sample)
+        return [(a, min(a + step, self.n)) for a in range(0, self.n, step)]
+
+    def padded(self, x):
+        """A chunk of the input zero-padded (in a workspace), in the compute dtype."""
+        pt, pb, pl, pr = self.geo.padding
+        if not (pt or pb or pl or pr):
+            return x.astype(self.dtype, copy=False)
+        buf = _workspace(self.xp, "padded", (len(x), self.c, self.hp, self.wp), self.dtype)
+        buf.fill(0)
+        buf[:, :, pt:pt + self.h, pl:pl + self.w] = x
+        return buf
+
+    def columns(self, x, batch_last=False):
+        """The columns of a chunk of the input as (chunk, groups, k, l), or with `batch_last`
+        as (groups, k, chunk * l), so that one product also sums over the chunk."""
+        if self.pointwise and not batch_last:
+            return x.astype(self.dtype, copy=False).reshape(len(x), self.g, self.k, self.l)
+        view = windows(self.xp, self.padded(x), self.kh, self.kw,
+                       self.geo._replace(padding=(0, 0, 0, 0)))
+        if batch_last:
+            view = view.transpose(1, 2, 3, 0, 4, 5)
+        cols = _workspace(self.xp, "columns", view.shape, self.dtype)
+        cols[...] = view
+        return cols.reshape((self.g, self.k, -1) if batch_last else
+                            (len(x), self.g, self.k, self.l))
+
+    def col2im(self, cols, out):
+        """out = the sum of each column element onto the input position it came from."""
+        (sh, sw), (dh, dw) = self.geo.stride, self.geo.dilation
+        pt, pb, pl, pr = self.geo.padding
+        direct = not (pt or pb or pl or pr) and out.dtype == self.dtype
+        target = out if direct else _workspace(self.xp, "padded", (len(out), self.c, self.hp,
+                                                                   self.wp), self.dtype)
+        target.fill(0)
+        cols = cols.reshape(len(out), self.c, self.kh, self.kw, self.oh, self.ow)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                target[:, :, i * dh:i * dh + sh * (self.oh - 1) + 1:sh,
+                       j * dw:j * dw + sw * (self.ow - 1) + 1:sw] += cols[:, :, i, j]
+        if not direct:
+            out[...] = target[:, :, pt:pt + self.h, pl:pl + self.w]
+
+
+def _compute_dtype(xp, *arrays):
+    dtype = xp.result_type(*arrays)
+    # NumPy multiplies float16 matrices without BLAS (slowly, in float32): use float32 outright
+    return np.dtype(np.float32) if xp is np and dtype == np.float16 else dtype
 
 
 def _forward_arrays(x, w, geo):
-    """y[n, o, oh, ow] = sum_{c, i, j} w[o, c, i, j] * windows[n, c, i, j, oh, ow]."""
-    xp = xp_of(x)
-    cols = windows(xp, x._data, w.shape[2], w.shape[3], geo)
-
-    def conv(cols, w):
-        return xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3])).transpose(1, 0, 2, 3)
-    return _grouped(xp, geo.groups, 1, conv, (cols, 1), (w._data, 0))
+    """y[n, o, oh, ow] = sum_{c, i, j} w[o, c, i, j] * x_padded[n, c, oh*sh + i*dh, ...]."""
+    xp, xd, wd = xp_of(x), x._data, w._data
+    s = _Shapes(xp, xd.shape, wd.shape, geo, _compute_dtype(xp, xd, wd))
+    y = xp.empty((s.n, s.o, s.oh, s.ow), xp.result_type(xd, wd))
+    wg = wd.astype(s.dtype, copy=False).reshape(s.g, s.o // s.g, s.k)
+    ys = y.reshape(s.n, s.g, s.o // s.g, s.l)
+    for a, b in s.chunks():
+        xp.matmul(wg, s.columns(xd[a:b]), out=ys[a:b])
+    return y
 
 
 def _input_grad_arrays(g, w, geo, in_hw):
-    """The adjoint of conv in x: scatter sum_o w[o, c, i, j] * g[n, o, oh, ow] back onto
+    """The adjoint of conv in x: sum_o w[o, c, i, j] * g[n, o, oh, ow] scattered back onto
     the input positions each window element came from."""
     xp, gd, wd = xp_of(g), g._data, w._data
-    n, _, oh, ow = gd.shape
-    kh, kw = wd.shape[2], wd.shape[3]
-    (sh, sw), (dh, dw) = geo.stride, geo.dilation
-    pt, pb, pl, pr = geo.padding
-    h, wi = in_hw
-    out = xp.zeros((n, wd.shape[1] * geo.groups, h + pt + pb, wi + pl + pr), gd.dtype)
-
-    def scatter(gd, wd, target):
-        cols = xp.tensordot(wd, gd, axes=([0], [1]))  # (C, kh, kw, N, OH, OW)
-        for i in range(kh):
-            for j in range(kw):
-                target[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                       j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j].transpose(1, 0, 2, 3)
-    if geo.groups == 1:
-        scatter(gd, wd, out)
-    else:
-        og, cg = wd.shape[0] // geo.groups, wd.shape[1]
-        for gi in range(geo.groups):
-            scatter(gd[:, gi * og:(gi + 1) * og], wd[gi * og:(gi + 1) * og],
-                    out[:, gi * cg:(gi + 1) * cg])
-    return out[:, :, pt:pt + h, pl:pl + wi]
+    n, c = gd.shape[0], wd.shape[1] * geo.groups
+    s = _Shapes(xp, (n, c, *in_hw), wd.shape, geo, _compute_dtype(xp, gd, wd))
+    out = xp.empty((n, c, *in_hw), xp.result_type(gd, wd))
+    wt = wd.astype(s.dtype, copy=False).reshape(s.g, s.o // s.g, s.k).transpose(0, 2, 1)
+    gs = xp.ascontiguousarray(gd).reshape(n, s.g, s.o // s.g, s.l)
+    for a, b in s.chunks():
+        gc = gs[a:b].astype(s.dtype, copy=False)
+        if s.pointwise:  # the columns are the gradient itself
+            xp.matmul(wt, gc, out=out[a:b].reshape(b - a, s.g, s.k, s.l))
+        else:
+            cols = _workspace(xp, "columns", (b - a, s.g, s.k, s.l), s.dtype)
+            s.col2im(xp.matmul(wt, gc, out=cols), out[a:b])
+    return out
 
 
 def _weight_grad_arrays(x, g, kernel_hw, geo):
-    """gw[o, c, i, j] = sum_{n, oh, ow} g[n, o, oh, ow] * windows[n, c, i, j, oh, ow]."""
-    xp = xp_of(x)
-    cols = windows(xp, x._data, kernel_hw[0], kernel_hw[1], geo)
-
-    def grad(g, cols):
-        return xp.tensordot(g, cols, axes=([0, 2, 3], [0, 4, 5]))
-    return _grouped(xp, geo.groups, 0, grad, (g._data, 1), (cols, 1))
+    """gw[o, c, i, j] = sum_{n, oh, ow} g[n, o, oh, ow] * x_padded[n, c, oh*sh + i*dh, ...]."""
+    xp, xd, gd = xp_of(x), x._data, g._data
+    o = gd.shape[1]
+    s = _Shapes(xp, xd.shape, (o, xd.shape[1] // geo.groups, *kernel_hw), geo,
+                _compute_dtype(xp, xd, gd))
+    gw = xp.zeros((s.g, o // s.g, s.k), s.dtype)
+    for a, b in s.chunks():
+        # the chunk in the contraction: (o, chunk * l) @ (chunk * l, k), one large product
+        gt = _workspace(xp, "grad", (s.g, o // s.g, (b - a) * s.l), s.dtype)
+        gt.reshape(o, b - a, s.l)[...] = gd[a:b].reshape(b - a, o, s.l).transpose(1, 0, 2)
+        gw += xp.matmul(gt, s.columns(xd[a:b], batch_last=True).transpose(0, 2, 1))
+    return gw.reshape(o, s.k // (s.kh * s.kw), s.kh, s.kw).astype(xp.result_type(xd, gd),
+                                                                   copy=False)
 
 
 class Conv2d(Function):
@@ -225,9 +314,14 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     (sh, sw), (dh, dw), (oph, opw) = geo.stride, geo.dilation, _pair(output_padding)
     pt, _, pl, _ = geo.padding
     kh, kw = weight.shape[2:]
-    h = (x.shape[2] - 1) * sh - 2 * pt + dh * (kh - 1) + oph + 1
-    w = (x.shape[3] - 1) * sw - 2 * pl + dw * (kw - 1) + opw + 1
+    # output_padding of a stride or more (allowed below the dilation) adds rows/columns that
+    # no window reaches: zeros, padded on so that conv2d of the result keeps x's size
+    eh, ew = oph - oph % sh, opw - opw % sw
+    h = (x.shape[2] - 1) * sh - 2 * pt + dh * (kh - 1) + oph - eh + 1
+    w = (x.shape[3] - 1) * sw - 2 * pl + dw * (kw - 1) + opw - ew + 1
     out = Conv2dInputGrad.apply(x, weight, geo, (h, w))
+    if eh or ew:
+        out = pad(out, (0, ew, 0, eh))
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out.squeeze(0) if unbatched else out
