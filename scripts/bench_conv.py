@@ -25,7 +25,9 @@ LAYERS = {
     "r18_3x3_s2": (128, 256, 28, 3, 2, 1, 1),      # ResNet-18 layer3 downsampling
     "r50_1x1": (256, 64, 56, 1, 1, 0, 1),          # bottleneck reduce
     "r50_1x1_s2": (512, 1024, 28, 1, 2, 0, 1),     # bottleneck shortcut
+    "r50_1x1_7": (512, 2048, 7, 1, 1, 0, 1),       # bottleneck expand, last stage
     "vgg_3x3": (128, 128, 112, 3, 1, 1, 1),        # VGG-16 block 2
+    "alexnet_3x3": (192, 384, 13, 3, 1, 1, 1),     # AlexNet conv3
     "r20_3x3": (16, 16, 32, 3, 1, 1, 1),           # CIFAR ResNet-20 stage 1
     "resnext_3x3": (128, 128, 56, 3, 1, 1, 32),    # grouped (ResNeXt-50 32x4d)
     "depthwise": (96, 96, 56, 3, 1, 1, 96),        # MobileNet-style

@@ -1,7 +1,8 @@
 """conv2d's kernel paths (pipeflow/ops/conv.py) through the op harness, in every float
-dtype: pointwise convs (no columns), strided 1x1, grouped and depthwise, dilation with
-stride, asymmetric padding, and the transposed conv over them; then the batch split into
-chunks and the reused workspaces: results never alias them, across calls or threads."""
+dtype: pointwise convs (no columns), strided 1x1, grouped and depthwise (products with a
+contraction of length 1), dilation with stride, asymmetric padding, and the transposed
+conv over them; then the batch split into one-sample chunks, and the reused workspaces:
+results never alias them, across calls or threads."""
 import threading
 
 import numpy as np
@@ -29,6 +30,10 @@ CASES = [
          [((1, 3, 2, 3), (2, 3, 1, 1))]),
     Case("depthwise_multiplier_stride", lambda L, x, w: F(L).conv2d(x, w, None, 2, 1, 1, 3),
          [((2, 3, 5, 5), (6, 1, 3, 3))]),
+    Case("depthwise", lambda L, x, w: F(L).conv2d(x, w, padding=1, groups=3),
+         [((2, 3, 5, 4), (3, 1, 3, 3))]),
+    Case("depthwise_pointwise", lambda L, x, w: F(L).conv2d(x, w, groups=3),
+         [((2, 3, 2, 3), (3, 1, 1, 1))]),
     Case("dilation_stride_asymmetric", lambda L, x, w: F(L).conv2d(x, w, None, (2, 1), (2, 0),
                                                                    (1, 2)),
          [((1, 2, 7, 8), (3, 2, 2, 3))]),

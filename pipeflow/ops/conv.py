@@ -4,13 +4,16 @@
 derivative, double backward included, stays exact.
 
 The kernels are matrix products over columns (im2col): for a chunk of the batch,
-cols[n, c, i, j, oh, ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw] is copied into a
-contiguous buffer seen as (N, groups, C/groups*kh*kw, OH*OW), and
-    forward       y[n, g] = w[g] @ cols[n, g]              (lands in NCHW as it is)
-    weight grad   gw[g] = gy[:, g] @ cols[:, g].T    (the batch is in the contraction)
-    input grad    cols[n, g] = w[g].T @ gy[n, g], then added back onto the input
-                  positions each window element came from (col2im: kh*kw strided adds).
-A pointwise conv (1x1, stride 1, no padding) needs no columns: they are x itself."""
+cols[c, i, j, n, oh, ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw] is copied into a
+contiguous buffer seen as (groups, C/groups*kh*kw, chunk*OH*OW), the chunk's samples side
+by side so that small images still make large products, and per group
+    forward       y = w @ cols
+    weight grad   gw = gy @ cols.T                (summed over the chunk by the product)
+    input grad    cols = w.T @ gy, then added back onto the input positions each window
+                  element came from (col2im: kh*kw strided adds)
+with gy and y as (channels, chunk*OH*OW). A large image makes a chunk of one sample: then
+y lands in NCHW as it is, and a pointwise conv (1x1, stride 1, no padding) needs no
+columns at all: they are x itself."""
 import math
 import threading
 from collections import namedtuple
@@ -26,7 +29,7 @@ Geometry = namedtuple("Geometry", "stride padding dilation groups")
 # Columns are built for as many samples at a time as fit in this many bytes: on the CPU
 # they stay in cache between their copy and their product (and are reused, see _workspace);
 # on a GPU, larger products run better.
-_CHUNK_BYTES = {"cpu": 8 << 20, "gpu": 1 << 30}
+_CHUNK_BYTES = {"cpu": 16 << 20, "gpu": 1 << 30}
 # The largest CPU workspace kept between calls (per slot and thread): one sample's columns
 # of VGG-16's first block at 224x224 in float32 (115 MB) fit.
 _KEEP_BYTES = 128 << 20
@@ -129,33 +132,40 @@ class _Shapes:
         buf[:, :, pt:pt + self.h, pl:pl + self.w] = x
         return buf
 
-    def columns(self, x, batch_last=False):
-        """The columns of a chunk of the input as (chunk, groups, k, l), or with `batch_last`
-        as (groups, k, chunk * l), so that one product also sums over the chunk."""
-        if self.pointwise and not batch_last:
-            return x.astype(self.dtype, copy=False).reshape(len(x), self.g, self.k, self.l)
+    def columns(self, x):
+        """The (groups, k, chunk * l) columns of a chunk of the input."""
+        if self.pointwise and len(x) == 1:  # x itself
+            return self.xp.ascontiguousarray(x, self.dtype).reshape(self.g, self.k, self.l)
         view = windows(self.xp, self.padded(x), self.kh, self.kw,
-                       self.geo._replace(padding=(0, 0, 0, 0)))
-        if batch_last:
-            view = view.transpose(1, 2, 3, 0, 4, 5)
+                       self.geo._replace(padding=(0, 0, 0, 0))).transpose(1, 2, 3, 0, 4, 5)
         cols = _workspace(self.xp, "columns", view.shape, self.dtype)
         cols[...] = view
-        return cols.reshape((self.g, self.k, -1) if batch_last else
-                            (len(x), self.g, self.k, self.l))
+        return cols.reshape(self.g, self.k, -1)
+
+    def batch_last(self, a, slot):
+        """A chunk (chunk, channels, oh, ow) of an output-sized array as (groups,
+        channels/groups, chunk * l)."""
+        if len(a) == 1:
+            return self.xp.ascontiguousarray(a, self.dtype).reshape(self.g, -1, self.l)
+        out = _workspace(self.xp, slot, (a.shape[1], len(a), self.l), self.dtype)
+        out[...] = a.reshape(len(a), -1, self.l).transpose(1, 0, 2)
+        return out.reshape(self.g, -1, len(a) * self.l)
 
     def col2im(self, cols, out):
-        """out = the sum of each column element onto the input position it came from."""
+        """out (a chunk of the input gradient) = the sum of each column element onto the
+        input position it came from."""
         (sh, sw), (dh, dw) = self.geo.stride, self.geo.dilation
         pt, pb, pl, pr = self.geo.padding
         direct = not (pt or pb or pl or pr) and out.dtype == self.dtype
         target = out if direct else _workspace(self.xp, "padded", (len(out), self.c, self.hp,
                                                                    self.wp), self.dtype)
         target.fill(0)
-        cols = cols.reshape(len(out), self.c, self.kh, self.kw, self.oh, self.ow)
+        cols = cols.reshape(self.c, self.kh, self.kw, len(out), self.oh, self.ow)
         for i in range(self.kh):
             for j in range(self.kw):
                 target[:, :, i * dh:i * dh + sh * (self.oh - 1) + 1:sh,
-                       j * dw:j * dw + sw * (self.ow - 1) + 1:sw] += cols[:, :, i, j]
+                       j * dw:j * dw + sw * (self.ow - 1) + 1:sw] += \
+                    cols[:, i, j].transpose(1, 0, 2, 3)
         if not direct:
             out[...] = target[:, :, pt:pt + self.h, pl:pl + self.w]
 
@@ -166,15 +176,25 @@ def _compute_dtype(xp, *arrays):
     return np.dtype(np.float32) if xp is np and dtype == np.float16 else dtype
 
 
+def _product(xp, a, b, out):
+    """a @ b into `out`; as a broadcast product where the contraction has length 1
+    (depthwise convs' input gradient), which BLAS does several times slower."""
+    return (xp.multiply if a.shape[-1] == 1 else xp.matmul)(a, b, out=out)
+
+
 def _forward_arrays(x, w, geo):
     """y[n, o, oh, ow] = sum_{c, i, j} w[o, c, i, j] * x_padded[n, c, oh*sh + i*dh, ...]."""
     xp, xd, wd = xp_of(x), x._data, w._data
     s = _Shapes(xp, xd.shape, wd.shape, geo, _compute_dtype(xp, xd, wd))
     y = xp.empty((s.n, s.o, s.oh, s.ow), xp.result_type(xd, wd))
-    wg = wd.astype(s.dtype, copy=False).reshape(s.g, s.o // s.g, s.k)
-    ys = y.reshape(s.n, s.g, s.o // s.g, s.l)
+    wg = xp.ascontiguousarray(wd, s.dtype).reshape(s.g, s.o // s.g, s.k)
     for a, b in s.chunks():
-        xp.matmul(wg, s.columns(xd[a:b]), out=ys[a:b])
+        if b - a == 1:  # straight into y
+            _product(xp, wg, s.columns(xd[a:b]), y[a].reshape(s.g, s.o // s.g, s.l))
+        else:
+            ys = _product(xp, wg, s.columns(xd[a:b]),
+                          _workspace(xp, "product", (s.g, s.o // s.g, (b - a) * s.l), s.dtype))
+            y[a:b] = ys.reshape(s.o, b - a, s.oh, s.ow).transpose(1, 0, 2, 3)
     return y
 
 
@@ -185,15 +205,14 @@ def _input_grad_arrays(g, w, geo, in_hw):
     n, c = gd.shape[0], wd.shape[1] * geo.groups
     s = _Shapes(xp, (n, c, *in_hw), wd.shape, geo, _compute_dtype(xp, gd, wd))
     out = xp.empty((n, c, *in_hw), xp.result_type(gd, wd))
-    wt = wd.astype(s.dtype, copy=False).reshape(s.g, s.o // s.g, s.k).transpose(0, 2, 1)
-    gs = xp.ascontiguousarray(gd).reshape(n, s.g, s.o // s.g, s.l)
+    wt = xp.ascontiguousarray(wd, s.dtype).reshape(s.g, s.o // s.g, s.k).transpose(0, 2, 1)
     for a, b in s.chunks():
-        gc = gs[a:b].astype(s.dtype, copy=False)
-        if s.pointwise:  # the columns are the gradient itself
-            xp.matmul(wt, gc, out=out[a:b].reshape(b - a, s.g, s.k, s.l))
+        gt = s.batch_last(gd[a:b], "grad")
+        if s.pointwise and b - a == 1:  # the columns are the input gradient itself
+            _product(xp, wt, gt, out[a].reshape(s.g, s.k, s.l))
         else:
-            cols = _workspace(xp, "columns", (b - a, s.g, s.k, s.l), s.dtype)
-            s.col2im(xp.matmul(wt, gc, out=cols), out[a:b])
+            cols = _workspace(xp, "columns", (s.g, s.k, (b - a) * s.l), s.dtype)
+            s.col2im(_product(xp, wt, gt, cols), out[a:b])
     return out
 
 
@@ -205,10 +224,7 @@ def _weight_grad_arrays(x, g, kernel_hw, geo):
                 _compute_dtype(xp, xd, gd))
     gw = xp.zeros((s.g, o // s.g, s.k), s.dtype)
     for a, b in s.chunks():
-        # the chunk in the contraction: (o, chunk * l) @ (chunk * l, k), one large product
-        gt = _workspace(xp, "grad", (s.g, o // s.g, (b - a) * s.l), s.dtype)
-        gt.reshape(o, b - a, s.l)[...] = gd[a:b].reshape(b - a, o, s.l).transpose(1, 0, 2)
-        gw += xp.matmul(gt, s.columns(xd[a:b], batch_last=True).transpose(0, 2, 1))
+        gw += xp.matmul(s.batch_last(gd[a:b], "grad"), s.columns(xd[a:b]).transpose(0, 2, 1))
     return gw.reshape(o, s.k // (s.kh * s.kw), s.kh, s.kw).astype(xp.result_type(xd, gd),
                                                                    copy=False)
 
