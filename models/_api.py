@@ -18,6 +18,7 @@ import re
 import sys
 
 from .. import transforms as T
+from ..download import url_file_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +51,16 @@ class Weights:
 
     @property
     def file_name(self):
-        return self.url.rsplit("/", 1)[-1]
+        return url_file_name(self.url)
 
     def transforms(self):  # torchvision's ``weights.transforms()``
         return self.preprocess.transforms()
+
+
+def sha256_prefix_of(file_name):
+    """The hash prefix a published file's name carries: ``resnet50-0676ba61.pth`` ->
+    ``0676ba61`` (torch.hub's naming, also used for the CIFAR ResNet checkpoints)."""
+    return file_name.rsplit("-", 1)[1].split(".")[0]
 
 
 class WeightsEnum(enum.Enum):

@@ -6,7 +6,7 @@ from functools import partial
 
 from .. import nn
 from ..ops import pad
-from ._api import Preprocess, Weights, WeightsEnum, build
+from ._api import Preprocess, Weights, WeightsEnum, build, sha256_prefix_of
 from ._meta import CIFAR10_CATEGORIES
 from .resnet import BasicBlock
 
@@ -64,7 +64,7 @@ def _akamaster_weights(file_name, num_params, acc1):
     return Weights(
         url=f"https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
             f"pretrained_models/{file_name}",
-        sha256_prefix=file_name.rsplit("-", 1)[1].split(".")[0],
+        sha256_prefix=sha256_prefix_of(file_name),
         preprocess=Preprocess(resize_size=32, crop_size=32),
         meta={"categories": CIFAR10_CATEGORIES, "num_params": num_params, "min_size": (1, 1),
               "metrics": {"acc@1": acc1}, "dataset": "CIFAR-10"})
