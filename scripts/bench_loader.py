@@ -266,10 +266,12 @@ class PipeflowJPEGs(pf.data.Dataset):
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)  # nothing decoded yet
         top, left, h, w = crop_params(width, height, rng.uniform,
                                       lambda a, b: int(rng.integers(a, b)))
-        # DCT scaling by 1/2, 1/4 or 1/8, only as far as the crop keeps >= 224 pixels
-        # each way (a downscale, as without it)
-        scaled = dict(min_width=-(-width * SIZE // w), min_height=-(-height * SIZE // h)) \
-            if self.draft else {}
+        # DCT scaling by 1/2, 1/4 or 1/8, only as far as the crop keeps >= 224 pixels each
+        # way, and only where the crop shrinks 2x or more: libjpeg-turbo's other factors
+        # (7/8 .. 5/8) have no SIMD code and decode slower than the full image
+        shrinks = self.draft and w >= 2 * SIZE and h >= 2 * SIZE
+        scaled = dict(min_width=-(-width * SIZE // w),
+                      min_height=-(-height * SIZE // h)) if shrinks else {}
         try:
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", **scaled)
         except ValueError:  # not decodable by libjpeg-turbo (e.g. CMYK): PIL

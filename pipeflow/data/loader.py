@@ -7,9 +7,9 @@ num_workers, and the loader's whole resumable state is {seed, epoch, batches ser
 import functools
 import itertools
 import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
+import select
 import signal
 import time
 import weakref
@@ -295,6 +295,13 @@ class _WorkerPool:
             self.credits.append(credits)
             self.flag_blocks.append(flags)
         self.flags = [b.array() for b in self.flag_blocks]
+        # One poll set of the pipes and the workers' sentinels, made once (a
+        # multiprocessing.connection.wait builds and fills a selector per call)
+        self.poller, self.fd_owner = select.poll(), {}
+        for wid, (conn, proc) in enumerate(zip(self.conns, self.procs)):
+            for fd in (conn.fileno(), proc.sentinel):
+                self.poller.register(fd, select.POLLIN)
+                self.fd_owner[fd] = wid
         self.slots = [0] * self.num_workers  # slots each worker has
         self.held = [0] * self.num_workers   # of those, the ones batches still refer to
         for wid in range(self.num_workers):
@@ -437,19 +444,18 @@ class _WorkerPool:
         """(worker, message) pairs once any arrive; raises on a worker's death, or on the
         timeout naming what it was `waiting_for()`."""
         from multiprocessing.reduction import recv_handle
-        waitables = self.conns + [p.sentinel for p in self.procs]
-        ready = multiprocessing.connection.wait(waitables, self.timeout or None)
+        ready = self.poller.poll(self.timeout * 1000 if self.timeout else None)
         if not ready:
             raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
                                f"for {waiting_for()}")
         out = []
-        for item in ready:
-            if item not in self.conns:
-                wid = next(i for i, p in enumerate(self.procs) if p.sentinel == item)
-                if self.conns[wid].poll():  # its last words first
+        for fd, _ in ready:
+            wid = self.fd_owner[fd]
+            item = self.conns[wid]
+            if fd != item.fileno():  # the worker's sentinel: it exited
+                if item.poll():  # its last words first
                     continue
                 self._raise_dead(wid)
-            wid = self.conns.index(item)
             try:
                 message = item.recv()
             except (EOFError, OSError):

@@ -7,6 +7,7 @@ import ctypes
 import itertools
 import os
 import random
+import select
 import signal
 import sys
 import traceback
@@ -127,6 +128,11 @@ class _Worker:
         self.blocks = {}  # slot -> Block
         self.layouts = _LayoutSender()
         self.init_error = None
+        # poll sets made once: Connection.poll and connection.wait build a selector per call
+        self.pipe_poll, self.slot_poll = select.poll(), select.poll()
+        self.pipe_poll.register(conn.fileno(), select.POLLIN)
+        for fd in (conn.fileno(), credits.fileno()):
+            self.slot_poll.register(fd, select.POLLIN)
 
     def run(self, seed, epoch, share, worker_init_fn):
         global _worker_info
@@ -164,7 +170,7 @@ class _Worker:
 
     def _cancelled(self):
         """Whether the main process cancelled this epoch (checked between batches)."""
-        if self.conn.poll():
+        if self.pipe_poll.poll(0):  # a message, or the main process went away
             if self._recv()[0] == "cancel":
                 self.conn.send(("cancelled",))
                 return True
@@ -172,9 +178,8 @@ class _Worker:
 
     def _take_slot(self):
         """A free slot: wait for a credit, still answering the pipe while waiting."""
-        from multiprocessing.connection import wait
         while not self.credits.try_acquire():
-            wait([self.credits, self.conn])
+            self.slot_poll.poll()
             if self._cancelled():
                 return None
         slot = int(np.argmax(self.free))  # the first free one (a credit says there is one)
