@@ -480,6 +480,21 @@ def test_pipeflow_tensor_samples_and_tensor_dataset(num_workers):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
+def test_tensor_dataset_batch_indices_are_checked(num_workers):
+    """Rows are gathered without NumPy's own bounds check, so the dataset checks them:
+    negative indices count from the end (as t[i] does), out-of-range ones are named."""
+    x = pf.tensor(np.arange(30, dtype=np.int32).reshape(10, 3))
+    ds = TensorDataset(x, pf.tensor(np.arange(10)))
+    got = pf_batches(ds, batch_sampler=[[-1, 0, -10], [9, 3]], num_workers=num_workers)
+    assert_same(got, [[x.numpy()[[9, 0, 0]], np.array([9, 0, 0])],
+                      [x.numpy()[[9, 3]], np.array([9, 3])]])
+    for bad in (10, -11):
+        with pytest.raises(IndexError, match=f"index {bad} is out of range for a dataset of "
+                                             "10 samples"):
+            pf_batches(ds, batch_sampler=[[0, 1], [2, bad, 4]], num_workers=num_workers)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
 def test_getitems_is_called_once_per_batch(num_workers):
     counter = FORK.Value("i", 0)
     ds = Batched(22, counter)

@@ -50,7 +50,7 @@ class StackedSamples(collections.abc.Sequence):
     batch whose arrays are gathered straight into their destination, row by row."""
 
     def __init__(self, columns, indices):
-        self.columns, self.indices = columns, np.asarray(indices, dtype=np.int64)
+        self.columns, self.indices = columns, _row_indices(indices, len(columns[0]))
 
     def __len__(self):
         return len(self.indices)
@@ -60,6 +60,20 @@ class StackedSamples(collections.abc.Sequence):
 
     def plan(self):
         return _Rebuild((), [Stack(None, c.dtype, take=(c, self.indices)) for c in self.columns])
+
+
+def _row_indices(indices, n):
+    """`indices` as int64 in [0, n), negative ones counted from the end as Python does;
+    IndexError naming the first one out of range. (Checked here, so that the gather can
+    skip its own check: np.take with mode='raise' buffers its output, ~3x the cost.)"""
+    rows = np.asarray(indices, dtype=np.int64)
+    if not rows.size:
+        return rows
+    low, high = rows.min(), rows.max()
+    if low < -n or high >= n:
+        bad = int(rows[(rows < -n) | (rows >= n)][0])
+        raise IndexError(f"index {bad} is out of range for a dataset of {n} samples")
+    return np.where(rows < 0, rows + n, rows) if low < 0 else rows
 
 
 def plan(batch):
@@ -157,7 +171,7 @@ def fill(node, arrays):
     """Write each leaf's data into the next array from the iterator `arrays`."""
     for stack, out in zip(stacks(node), arrays):
         if stack.take is not None:
-            np.take(stack.take[0], stack.take[1], axis=0, out=out)
+            np.take(stack.take[0], stack.take[1], axis=0, out=out, mode="clip")  # in range
         elif stack.whole is not None:
             out[...] = stack.whole
         elif isinstance(stack.pieces[0], np.ndarray):
