@@ -84,3 +84,23 @@ def test_loader_delivers_pinned_batches_on_the_gpu(num_workers):
         assert x.device == "cuda:0" and y.device == "cuda:0"
         np.testing.assert_array_equal(x.cpu().numpy(), xr.numpy())
         np.testing.assert_array_equal(y.cpu().numpy(), yr.numpy())
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_copies_never_overwrite_a_batch_still_read_on_the_gpu(num_workers):
+    """CuPy's pool hands a dropped batch's memory to the next copy on the side stream at
+    once; work already queued on the user's stream must still read the batch's values."""
+    from pipeflow.data import DataLoader, TensorDataset
+    cupy = pf.backend.cupy
+    images = np.random.default_rng(0).integers(0, 255, (40 * 64, 4096), dtype=np.uint8)
+    loader = DataLoader(TensorDataset(pf.tensor(images)), batch_size=64, num_workers=num_workers,
+                        pin_memory=True, device="cuda")
+    slow = cupy.random.default_rng(0).random((4096, 4096), dtype=cupy.float32) / 4096
+    sums = []
+    for (x,) in loader:
+        for _ in range(4):  # keeps the user's stream busy: the host runs ahead
+            slow = slow @ slow
+        sums.append(x._data.astype(cupy.float64).sum())  # queued behind that work
+        del x  # the next copy may now reuse its memory
+    expected = images.reshape(40, -1).astype(np.float64).sum(axis=1)
+    np.testing.assert_array_equal(cupy.asnumpy(cupy.stack(sums)), expected)

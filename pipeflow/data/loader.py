@@ -594,7 +594,12 @@ def _on_device(batches, device):
         stream = cupy.cuda.Stream(non_blocking=True)
         pending = None
         for host in batches:
+            # The copy's memory may be a dropped batch's, which work queued on the user's
+            # stream may still read: the copy waits for that work (CuPy's pool reuses a
+            # block on the stream that allocated it, as soon as the host frees it)
+            in_use = cupy.cuda.get_current_stream().record()
             with stream:
+                stream.wait_event(in_use)
                 moved = _map(host, lambda t: t.to(device, non_blocking=True))
                 event = stream.record()
             if pending is not None:
