@@ -593,20 +593,24 @@ def _on_device(batches, device):
     with cupy.cuda.Device(device.index):
         stream = cupy.cuda.Stream(non_blocking=True)
         pending = None
-        for host in batches:
-            # The copy's memory may be a dropped batch's, which work queued on the user's
-            # stream may still read: the copy waits for that work (CuPy's pool reuses a
-            # block on the stream that allocated it, as soon as the host frees it)
-            in_use = cupy.cuda.get_current_stream().record()
-            with stream:
-                stream.wait_event(in_use)
-                moved = _map(host, lambda t: t.to(device, non_blocking=True))
-                event = stream.record()
+        try:
+            for host in batches:
+                # The copy's memory may be a dropped batch's, which work queued on the user's
+                # stream may still read: the copy waits for that work (CuPy's pool reuses a
+                # block on the stream that allocated it, as soon as the host frees it)
+                in_use = cupy.cuda.get_current_stream().record()
+                with stream:
+                    stream.wait_event(in_use)
+                    moved = _map(host, lambda t: t.to(device, non_blocking=True))
+                    event = stream.record()
+                if pending is not None:
+                    yield _ready(*pending)
+                pending = (host, moved, event)
             if pending is not None:
                 yield _ready(*pending)
-            pending = (host, moved, event)
-        if pending is not None:
-            yield _ready(*pending)
+        finally:
+            if pending is not None:  # stopped early: the host slot must outlive its copy
+                pending[2].synchronize()
 
 
 def _ready(host, moved, event):
