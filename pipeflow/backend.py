@@ -2,6 +2,9 @@
 
 Everything device-specific lives here: which array module a device uses, transfers
 between devices, and pinned host memory for fast host-to-device copies."""
+import collections
+import threading
+
 import numpy as np
 
 try:
@@ -88,9 +91,10 @@ def array_module(array):
 
 
 def to_device(array, dev, non_blocking=False):
-    """Copy `array` to device `dev` (no copy when it is there already). A non-blocking
-    host-to-device copy is enqueued on the current stream; it only overlaps with
-    host work when the source lives in pinned memory."""
+    """Copy `array` to device `dev` (no copy when it is there already). A host-to-device
+    copy is enqueued on the current stream: non-blocking, it returns at once (and only
+    overlaps with host work when the source lives in pinned memory); else it waits for
+    the copy, as torch does."""
     src = device_of(array)
     if src == dev:
         return array
@@ -101,10 +105,36 @@ def to_device(array, dev, non_blocking=False):
         if src.type == "cuda":
             return cupy.copy(array)  # a copy on the current (target) device, peer to peer
         out = cupy.empty(array.shape, array.dtype)
-        # With a stream, set() enqueues the copy and returns at once; without, it waits.
-        out.set(np.ascontiguousarray(array),
-                stream=cupy.cuda.get_current_stream() if non_blocking else None)
+        stream = cupy.cuda.get_current_stream()
+        out.set(array, stream=stream)  # CuPy makes the source contiguous (0-d stays 0-d)
+        if non_blocking:
+            _keep_until_copied(array, stream)
+        else:
+            stream.synchronize()
         return out
+
+
+_in_flight = collections.deque()  # (event, host array) of non-blocking copies, oldest first
+_in_flight_lock = threading.Lock()
+
+
+def _keep_until_copied(array, stream):
+    """Hold the source of a non-blocking copy until the copy has read it: dropped at once,
+    pinned memory would be handed on (a loader slot to its worker, a block of CuPy's
+    pinned pool to the next batch) and overwritten under the copy. Sources are let go
+    as later copies find theirs done."""
+    event = blocking_event()
+    event.record(stream)
+    with _in_flight_lock:
+        while _in_flight and _in_flight[0][0].done:
+            _in_flight.popleft()
+        _in_flight.append((event, array))
+
+
+def blocking_event():
+    """A CUDA event whose synchronize() sleeps instead of spinning a CPU core that the
+    loader's workers need."""
+    return cupy.cuda.Event(block=True, disable_timing=True)
 
 
 def pinned_empty(shape, np_dtype):
@@ -119,12 +149,18 @@ def pinned_empty(shape, np_dtype):
 
 def register_host_memory(ptr, size):
     """Page-lock existing host memory (cudaHostRegister), so device copies from it need no
-    staging buffer and can run asynchronously."""
+    staging buffer and can run asynchronously. Returns the current device, whose copies
+    from it unregister_host_memory waits for."""
     require_cuda("pinning host memory")
     cupy.cuda.runtime.hostRegister(ptr, size, 0)
+    return cupy.cuda.runtime.getDevice()
 
 
-def unregister_host_memory(ptr):
+def unregister_host_memory(ptr, device_index):
+    """Unpin memory once `device_index` has finished every copy queued from it (CUDA does
+    not promise that unregistering waits for them)."""
+    with cupy.cuda.Device(device_index):
+        cupy.cuda.runtime.deviceSynchronize()
     cupy.cuda.runtime.hostUnregister(ptr)
 
 

@@ -535,7 +535,9 @@ def pinned_bandwidth(nbytes, repeats=20):
 
 def h2d_case(n, batch, workers, passes):
     """Throughput of loader batches arriving on the GPU (uint8 224x224x3 images already in
-    memory, so the workers only gather rows), in bytes/s, and the pinned bandwidth."""
+    memory, so the workers only gather rows), in bytes/s, and the pinned bandwidth. The
+    workers persist, so the ring is allocated and pinned once, in the first pass, which
+    the median leaves out."""
     cupy = pf.backend.cupy
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
@@ -544,7 +546,8 @@ def h2d_case(n, batch, workers, passes):
     sync = lambda: cupy.cuda.get_current_stream().synchronize()  # noqa: E731
     rate, first, _ = run_loader(
         lambda: pf.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                   seed=0, device="cuda", pin_memory=True), passes, sync=sync)
+                                   seed=0, device="cuda", pin_memory=True,
+                                   persistent_workers=True), passes, sync=sync)
     per_sample = images[0].nbytes + labels[0].nbytes
     return rate * per_sample, pinned_bandwidth(batch * per_sample)
 
@@ -619,8 +622,8 @@ def main():
         print("\nGPU parts skipped: pipeflow.cuda.is_available() is False "
               "(H2D throughput vs pinned bandwidth, worker scaling 1..16).")
         return
-    n_h2d = 1024 if args.quick else 4096
-    got, peak = h2d_case(n_h2d, 256, min(8, os.cpu_count() or 1), passes)
+    n_h2d = 2048 if args.quick else 8192
+    got, peak = h2d_case(n_h2d, 256, min(8, os.cpu_count() or 1), max(passes, 5))
     print(f"\nH2D: loader batches (uint8 256x224x224x3, device='cuda', pin_memory=True) "
           f"{got / 1e9:.2f} GB/s vs pinned bandwidth (CuPy) {peak / 1e9:.2f} GB/s = "
           f"{100 * got / peak:.0f}% (target >= 90%: {'OK' if got >= 0.9 * peak else 'MISSED'})")

@@ -40,17 +40,30 @@ def test_mixing_devices_names_both():
         pf.cat([pf.ones(3), pf.ones(3, device="cuda")])
 
 
-def test_pinned_memory_non_blocking_copy_is_asynchronous_and_correct():
+def test_non_blocking_copies_are_queued_and_blocking_ones_wait():
+    """Both are queued on the current stream (behind slow work here); non_blocking=True
+    returns at once, non_blocking=False once the copy is done, as in torch."""
     import cupy
     host = pf.randn(4096, 1024).pin_memory()
     assert host.is_pinned()
+    slow = cupy.random.default_rng(0).random((8192, 8192), dtype=cupy.float32)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
+        for _ in range(4):
+            slow = slow @ slow / 8192
         dev = host.to("cuda", non_blocking=True)
-        done = stream.done  # a 16 MB copy from pinned memory is still in flight right after
-    stream.synchronize()
+        assert not stream.done  # the copy waits behind the products: it was only queued
+        blocking = host.to("cuda")
+        assert stream.done
     np.testing.assert_array_equal(dev.cpu().numpy(), host.numpy())
-    assert done in (True, False)
+    np.testing.assert_array_equal(blocking.cpu().numpy(), host.numpy())
+
+
+def test_zero_dim_tensors_and_batchnorm_buffers_move_to_the_gpu():
+    x = pf.tensor(3.5).to("cuda")
+    assert x.shape == () and x.device == "cuda:0" and x.item() == 3.5
+    bn = pf.nn.BatchNorm2d(4).cuda()  # num_batches_tracked is 0-d
+    assert bn.num_batches_tracked.device == "cuda:0" and bn.num_batches_tracked.shape == ()
 
 
 def test_dlpack_with_cupy_shares_memory():
@@ -104,3 +117,24 @@ def test_loader_copies_never_overwrite_a_batch_still_read_on_the_gpu(num_workers
         del x  # the next copy may now reuse its memory
     expected = images.reshape(40, -1).astype(np.float64).sum(axis=1)
     np.testing.assert_array_equal(cupy.asnumpy(cupy.stack(sums)), expected)
+
+
+def test_loader_stopped_early_and_run_for_epochs_keeps_gpu_memory_flat():
+    """Breaking out waits for the copy in flight; epochs reuse one copy stream, so CuPy's
+    pool (which keeps free memory per stream) does not grow epoch after epoch."""
+    from pipeflow.data import DataLoader, TensorDataset
+    cupy = pf.backend.cupy
+    images = np.random.default_rng(1).integers(0, 255, (16 * 32, 3, 64, 64), dtype=np.uint8)
+    loader = DataLoader(TensorDataset(pf.tensor(images)), batch_size=32, num_workers=2,
+                        pin_memory=True, device="cuda")
+    for _ in range(3):
+        (x,) = next(iter(loader))  # stopped after one batch: workers and slots go
+        assert x.device == "cuda:0"
+    pool = cupy.get_default_memory_pool()
+    totals = []
+    for _ in range(5):
+        for (x,) in loader:
+            pass
+        del x
+        totals.append(pool.total_bytes())
+    assert totals[-1] == totals[1], totals

@@ -12,6 +12,7 @@ import pickle
 import select
 import signal
 import time
+import warnings
 import weakref
 from collections import deque
 
@@ -216,6 +217,16 @@ def _iterable_batches(loader, items, collate_fn):
 
 
 # --- the worker pool ----------------------------------------------------------------------
+def _pin_device(loader):
+    """The device whose copies the slots are pinned for: the loader's, else the current
+    one (the user copies); None without pin_memory or a GPU."""
+    if not (loader.pin_memory and backend.cuda_available()):
+        return None
+    if loader.device is not None and loader.device.type == "cuda":
+        return loader.device.index or 0
+    return backend.cupy.cuda.runtime.getDevice()
+
+
 def _shares(loader, order):
     """Each worker's part of an epoch: of an indexed dataset's (batch id, indices) `order`,
     the batches whose id is the worker's modulo num_workers; of an IterableDataset, a
@@ -274,7 +285,7 @@ class _WorkerPool:
         # The batch in use while the next one is fetched holds a slot too: one more each,
         # so that prefetch_factor batches are always on their way (torch copies batches out)
         self.seed, self.ring_slots = loader.seed, loader.prefetch_factor + 1
-        self.pin = loader.pin_memory and backend.cuda_available()
+        self.pin_device = _pin_device(loader)  # None: slots stay pageable
         self.conns, self.procs, self.credits, self.flag_blocks = [], [], [], []
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
         for wid in range(loader.num_workers):
@@ -503,8 +514,13 @@ class _WorkerPool:
         if old is not None:
             old.close()
         self.blocks[(wid, slot)] = block
-        if self.pin:
-            block.pin()
+        if self.pin_device is not None:
+            try:
+                block.pin(self.pin_device)
+            except backend.cupy.cuda.runtime.CUDARuntimeError as e:  # e.g. not supported
+                warnings.warn(f"pin_memory: the DataLoader's shared memory could not be "
+                              f"page-locked ({e}); batches are copied from pageable memory")
+                self.pin_device = None
 
     def _assemble(self, wid, slot, layout):
         """The batch as Tensors viewing the slot; the slot returns to its worker only when
@@ -584,38 +600,53 @@ def _stop_workers(conns, procs, blocks, shared_fds):
 # --- device prefetch ----------------------------------------------------------------------
 def _on_device(batches, device):
     """Batches moved to `device`; on CUDA batch n+1 is copied on a side stream while
-    batch n is in use."""
+    batch n is in use. The device is made current only around the loader's own CUDA
+    calls, never while the loop body runs."""
     if device is None or device.type == "cpu":
         yield from batches
         return
     cupy = backend.cupy
     backend.require_cuda("DataLoader(device='cuda')")
-    with cupy.cuda.Device(device.index):
-        stream = cupy.cuda.Stream(non_blocking=True)
-        pending = None
-        try:
-            for host in batches:
-                # The copy's memory may be a dropped batch's, which work queued on the user's
-                # stream may still read: the copy waits for that work (CuPy's pool reuses a
-                # block on the stream that allocated it, as soon as the host frees it)
-                in_use = cupy.cuda.get_current_stream().record()
+    gpu = cupy.cuda.Device(device.index)
+    stream = _side_stream(gpu)
+    pending = None
+    try:
+        for host in batches:
+            with gpu:
+                # The copy's memory may be a dropped batch's, which work queued on the
+                # user's stream may still read: the copy waits for that work (CuPy's pool
+                # reuses a block on the stream that allocated it as soon as it is freed)
+                in_use = cupy.cuda.get_current_stream().record(backend.blocking_event())
                 with stream:
                     stream.wait_event(in_use)
                     moved = _map(host, lambda t: t.to(device, non_blocking=True))
-                    event = stream.record()
-                if pending is not None:
-                    yield _ready(*pending)
-                pending = (host, moved, event)
+                    copied = stream.record(backend.blocking_event())
             if pending is not None:
-                yield _ready(*pending)
-        finally:
-            if pending is not None:  # stopped early: the host slot must outlive its copy
-                pending[2].synchronize()
+                yield _ready(gpu, *pending)
+            pending = (host, moved, copied)
+        if pending is not None:
+            yield _ready(gpu, *pending)
+    finally:
+        with gpu:  # stopped early: host slots must outlive the copies reading them
+            stream.synchronize()
 
 
-def _ready(host, moved, event):
-    event.synchronize()  # the copy has finished: the host slot may be reused now
-    backend.cupy.cuda.get_current_stream().wait_event(event)
+_side_streams = {}  # device id -> its copy stream, one per process: CuPy's pool keeps a
+#                     stream's free memory for that stream, even after the stream is gone
+
+
+def _side_stream(gpu):
+    stream = _side_streams.get(gpu.id)
+    if stream is None:
+        with gpu:
+            stream = _side_streams[gpu.id] = backend.cupy.cuda.Stream(non_blocking=True)
+    return stream
+
+
+def _ready(gpu, host, moved, copied):
+    copied.synchronize()  # the copy has finished: the host slot may be reused now
+    with gpu:
+        backend.cupy.cuda.get_current_stream().wait_event(copied)
     return moved
 
 

@@ -56,35 +56,38 @@ def create_fd(size):
 class Block:
     """A mapped shared-memory block; owns its file descriptor."""
 
-    __slots__ = ("fd", "size", "mmap", "pinned", "__weakref__")
+    __slots__ = ("fd", "size", "mmap", "pinned_for", "__weakref__")
 
     def __init__(self, fd, size):
-        self.fd, self.size, self.pinned = fd, size, False
+        self.fd, self.size, self.pinned_for = fd, size, None
         self.mmap = mmap.mmap(fd, max(size, 1))
 
-    def pin(self):
-        """Register the block as page-locked memory for the GPU (once)."""
-        if not self.pinned and self.size:
+    def pin(self, device_index):
+        """Register the block as page-locked memory (once), for copies to `device_index`."""
+        if self.pinned_for is None and self.size:
             from .. import backend
-            backend.register_host_memory(self.array().ctypes.data, self.size)
-            self.pinned = True
+            with backend.cupy.cuda.Device(device_index):
+                self.pinned_for = backend.register_host_memory(self.array().ctypes.data,
+                                                               self.size)
 
     def array(self):
         """The whole block as a uint8 array (a new object each call, viewing the block)."""
         return np.frombuffer(self.mmap, np.uint8, self.size)
 
     def close(self):
-        if self.pinned:
-            from .. import backend
-            backend.unregister_host_memory(self.array().ctypes.data)
-            self.pinned = False
-        if self.fd is not None:
-            try:
-                self.mmap.close()
-            except BufferError:  # arrays still view it: the mapping goes with them
-                pass
-            os.close(self.fd)
-            self.fd = None
+        try:
+            if self.pinned_for is not None:
+                from .. import backend
+                device, self.pinned_for = self.pinned_for, None
+                backend.unregister_host_memory(self.array().ctypes.data, device)
+        finally:
+            if self.fd is not None:
+                try:
+                    self.mmap.close()
+                except BufferError:  # arrays still view it: the mapping goes with them
+                    pass
+                os.close(self.fd)
+                self.fd = None
 
 
 def layout(stack_specs):
