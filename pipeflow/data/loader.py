@@ -29,7 +29,8 @@ from .sampler import BatchSampler, RandomSampler, SequentialSampler
 class DataLoader:
     """PyTorch's DataLoader arguments, plus ``seed=`` (the shuffle order and per-sample
     random streams are functions of (seed, epoch, sample index)) and ``device=`` (batches
-    arrive on that device, copied ahead of use)."""
+    arrive on that device, copied ahead of use; a CUDA device pins the host batches, as
+    pin_memory=True does, since only copies from pinned memory can overlap)."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
@@ -181,9 +182,9 @@ class _Served:
 
 def _SingleProcess(loader, start):
     """Batches fetched and collated in this process (into page-locked memory when
-    pin_memory is set and there is a GPU, so the copy to the device can overlap)."""
+    pinning and there is a GPU, so the copy to the device can overlap)."""
     collate_fn = loader.collate_fn or collate_module.default_collate
-    if loader.pin_memory and backend.cuda_available():
+    if _pin_device(loader) is not None:
         collate_fn = functools.partial(_collate_pinned, loader.collate_fn)
     if loader.iterable:
         yield from _iterable_batches(loader, iter(loader.dataset), collate_fn)
@@ -218,13 +219,13 @@ def _iterable_batches(loader, items, collate_fn):
 
 # --- the worker pool ----------------------------------------------------------------------
 def _pin_device(loader):
-    """The device whose copies the slots are pinned for: the loader's, else the current
-    one (the user copies); None without pin_memory or a GPU."""
-    if not (loader.pin_memory and backend.cuda_available()):
+    """The device whose copies host batches are pinned for: a CUDA `device=` (which pins
+    whatever pin_memory says), else the current one when pin_memory is set (the user
+    copies); None when nothing is pinned or there is no GPU."""
+    on_gpu = loader.device is not None and loader.device.type == "cuda"
+    if not ((loader.pin_memory or on_gpu) and backend.cuda_available()):
         return None
-    if loader.device is not None and loader.device.type == "cuda":
-        return loader.device.index or 0
-    return backend.cupy.cuda.runtime.getDevice()
+    return (loader.device.index or 0) if on_gpu else backend.cupy.cuda.runtime.getDevice()
 
 
 def _shares(loader, order):
