@@ -56,6 +56,7 @@ class cuda:
     def synchronize():
         if backend.cuda_available():
             backend.cupy.cuda.Device().synchronize()
+            backend.release_copied()
 
     @staticmethod
     def manual_seed(seed):

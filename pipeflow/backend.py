@@ -2,7 +2,6 @@
 
 Everything device-specific lives here: which array module a device uses, transfers
 between devices, and pinned host memory for fast host-to-device copies."""
-import collections
 import threading
 
 import numpy as np
@@ -111,24 +110,34 @@ def to_device(array, dev, non_blocking=False):
             _keep_until_copied(array, stream)
         else:
             stream.synchronize()
+            release_copied()
         return out
 
 
-_in_flight = collections.deque()  # (event, host array) of non-blocking copies, oldest first
+_in_flight = []  # (event, host array) of non-blocking copies not yet known to be done
 _in_flight_lock = threading.Lock()
 
 
 def _keep_until_copied(array, stream):
     """Hold the source of a non-blocking copy until the copy has read it: dropped at once,
     pinned memory would be handed on (a loader slot to its worker, a block of CuPy's
-    pinned pool to the next batch) and overwritten under the copy. Sources are let go
-    as later copies find theirs done."""
+    pinned pool to the next batch) and overwritten under the copy."""
     event = blocking_event()
     event.record(stream)
+    release_copied()
     with _in_flight_lock:
-        while _in_flight and _in_flight[0][0].done:
-            _in_flight.popleft()
         _in_flight.append((event, array))
+
+
+def release_copied():
+    """Let go of the sources of the non-blocking copies that have finished (called by
+    every copy, by blocking ones after their wait, and by synchronize)."""
+    with _in_flight_lock:
+        done, pending = [], []
+        for entry in _in_flight:
+            (done if entry[0].done else pending).append(entry)
+        _in_flight[:] = pending
+    del done  # outside the lock: dropping a batch runs finalizers, which may copy again
 
 
 def blocking_event():
@@ -161,7 +170,7 @@ def unregister_host_memory(ptr, device_index):
     not promise that unregistering waits for them)."""
     with cupy.cuda.Device(device_index):
         cupy.cuda.runtime.deviceSynchronize()
-    cupy.cuda.runtime.hostUnregister(ptr)
+        cupy.cuda.runtime.hostUnregister(ptr)  # in the context that registered it
 
 
 def is_pinned(array):

@@ -46,9 +46,9 @@ def test_non_blocking_copies_are_queued_and_blocking_ones_wait():
     import cupy
     host = pf.randn(4096, 1024).pin_memory()
     assert host.is_pinned()
-    slow = cupy.random.default_rng(0).random((8192, 8192), dtype=cupy.float32)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
+        slow = cupy.random.default_rng(0).random((8192, 8192), dtype=cupy.float32)
         for _ in range(4):
             slow = slow @ slow / 8192
         dev = host.to("cuda", non_blocking=True)

@@ -11,6 +11,7 @@ import os
 import pickle
 import select
 import signal
+import threading
 import time
 import warnings
 import weakref
@@ -593,9 +594,15 @@ def _stop_workers(conns, procs, blocks, shared_fds):
             proc.close()  # frees its sentinel descriptor now, not when a batch lets go
     for conn in conns:
         conn.close()
+    errors = []
     for block in list(blocks.values()) + shared_fds:
-        block.close()
+        try:  # (unpinning can raise after a CUDA error: the rest still close)
+            block.close()
+        except Exception as e:
+            errors.append(e)
     blocks.clear()
+    if errors:
+        raise errors[0]
 
 
 # --- device prefetch ----------------------------------------------------------------------
@@ -632,20 +639,28 @@ def _on_device(batches, device):
             stream.synchronize()
 
 
-_side_streams = {}  # device id -> its copy stream, one per process: CuPy's pool keeps a
-#                     stream's free memory for that stream, even after the stream is gone
+class _CopyStreams(threading.local):
+    def __init__(self):
+        self.by_device = {}  # device id -> this thread's copy stream
+
+
+_copy_streams = _CopyStreams()
 
 
 def _side_stream(gpu):
-    stream = _side_streams.get(gpu.id)
-    if stream is None:
+    """The thread's copy stream for `gpu`, made once: CuPy's pool keeps the free memory of
+    a stream for that stream even after it is gone, and a stream shared between threads
+    would hand one loop's dropped batch to another's copy."""
+    streams = _copy_streams.by_device
+    if gpu.id not in streams:
         with gpu:
-            stream = _side_streams[gpu.id] = backend.cupy.cuda.Stream(non_blocking=True)
-    return stream
+            streams[gpu.id] = backend.cupy.cuda.Stream(non_blocking=True)
+    return streams[gpu.id]
 
 
 def _ready(gpu, host, moved, copied):
     copied.synchronize()  # the copy has finished: the host slot may be reused now
+    backend.release_copied()
     with gpu:
         backend.cupy.cuda.get_current_stream().wait_event(copied)
     return moved
