@@ -631,7 +631,7 @@ def test_persistent_worker_killed_between_epochs_is_replaced():
 
 
 CHILD = """
-import os, sys, time
+import os, sys, threading, time
 import numpy as np
 from pipeflow.data import DataLoader, Dataset
 
@@ -645,21 +645,29 @@ class Slow(Dataset):
 if __name__ == "__main__":
     loader = DataLoader(Slow(), batch_size=4, num_workers=2,
                         multiprocessing_context=sys.argv[1])
+    made = []
+    if sys.argv[2] == "thread":  # workers forked by a thread that has ended since
+        thread = threading.Thread(target=lambda: made.append(iter(loader)))
+        thread.start()
+        thread.join()
+    else:
+        made.append(iter(loader))
     pids = set()
-    for n, batch in enumerate(loader):
+    for n, batch in enumerate(made.pop()):
         pids.update(batch[:, 1].tolist())
         if n == 2:  # batches 0 and 2 from worker 0, 1 from worker 1
             print(" ".join(str(p) for p in sorted(pids)), flush=True)
 """
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_main_process_sigkilled_takes_its_workers_with_it(tmp_path, context):
+@pytest.mark.parametrize("context, forked_by", [("fork", "main"), ("spawn", "main"),
+                                               ("fork", "thread")])
+def test_main_process_sigkilled_takes_its_workers_with_it(tmp_path, context, forked_by):
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     before = shm_entries()
-    child = subprocess.Popen([sys.executable, str(script), context], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([sys.executable, str(script), context, forked_by],
+                             stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
         pids = [int(p) for p in line.split()]
@@ -809,3 +817,17 @@ def test_slots_are_reused():
         # a block in this process is its descriptor and its mapping's (mmap dups it)
         assert most_fds <= fds + 2 * most_blocks, (fds, most_fds)
         del loader, it, batch, pool
+
+
+def test_workers_started_from_a_thread_outlive_that_thread():
+    """The kernel's parent-death signal follows the thread that forked, not the process:
+    workers forked by a thread that then ends must keep serving the iterator."""
+    with leaves_nothing_behind():
+        loader = DataLoader(Numbers(n=64, delay=0.01), batch_size=4, num_workers=2)
+        started = []
+        thread = threading.Thread(target=lambda: started.append(iter(loader)))
+        thread.start()
+        thread.join()
+        got = [b[0, 0].item() for b in started.pop()]
+        assert got == [float(i) for i in range(0, 64, 4)]
+        del loader

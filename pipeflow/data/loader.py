@@ -290,6 +290,7 @@ class _WorkerPool:
         self.pin_device = _pin_device(loader)  # None: slots stay pageable
         self.conns, self.procs, self.credits, self.flag_blocks = [], [], [], []
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
+        forked_by_main_thread = threading.current_thread() is threading.main_thread()
         for wid in range(loader.num_workers):
             ours, theirs = ctx.Pipe(duplex=True)
             credits = shared.Credits()
@@ -297,8 +298,8 @@ class _WorkerPool:
             proc = ctx.Process(target=worker.worker_loop, daemon=True,
                                args=(wid, loader.num_workers, loader.dataset, theirs,
                                      loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     parent, loader.epoch, shares[wid], self.SLOT_CAP,
-                                     self.ring_slots))
+                                     parent, forked_by_main_thread, loader.epoch,
+                                     shares[wid], self.SLOT_CAP, self.ring_slots))
             proc.start()
             theirs.close()
             send_handle(ours, flags.fd, proc.pid)  # the slots' free flags and their credits

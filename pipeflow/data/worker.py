@@ -10,6 +10,8 @@ import random
 import select
 import signal
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -98,13 +100,25 @@ def batch_plan(samples, collate_fn):
     return collate.plan_collated(collate_fn(samples))
 
 
-def _die_with_parent():
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def _die_with_parent(forked_by_main_thread):
+    """End this process when its parent dies. The kernel's parent-death signal (Linux) does
+    it at once, even inside native code; but it fires when the *thread* that forked ends,
+    so a worker forked by any other thread watches its parent's pid from a thread."""
+    if forked_by_main_thread:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            return
+        except (OSError, AttributeError):
+            pass
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pipeflow-parent-watch", daemon=True).start()
 
 
 class _Stop(Exception):
@@ -250,11 +264,11 @@ class _Worker:
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid, epoch, share, slot_cap, ring_slots):
+                parent_pid, forked_by_main_thread, epoch, share, slot_cap, ring_slots):
     """A worker process's entry point: serve its `share` of `epoch`, then the epochs the
     main process sends, until told to stop or orphaned."""
     from multiprocessing.reduction import recv_handle
-    _die_with_parent()
+    _die_with_parent(forked_by_main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if parent_pid is not None and os.getppid() != parent_pid:
         return
