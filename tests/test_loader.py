@@ -1020,3 +1020,104 @@ def test_invalid_arguments_raise_value_error_like_torch(kw):
         torch.utils.data.DataLoader(_torch_stream_class()() if iterable else Samples(4), **kw)
     with pytest.raises(ValueError):
         DataLoader(Stream() if iterable else Samples(4), **kw)
+
+
+# --- batch layouts the workers reuse, collate's dtypes (found in review) -------------------
+class ReorderedDicts(Dataset):
+    """Same arrays under the same keys, the keys in another order from sample 2 on."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        a, b = np.full(2, i), np.full(2, 100 + i)
+        return {"a": a, "b": b} if i < 2 else {"b": b, "a": a}
+
+
+class Tagged:
+    """A value a collate_fn makes, whose repr does not show its contents."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __repr__(self):
+        return f"Tagged(len={len(self.values)})"
+
+    def __eq__(self, other):
+        return type(other) is Tagged and other.values == self.values
+
+
+def tagged_collate(samples):
+    return np.stack(samples), Tagged([int(s[0]) for s in samples]), \
+        np.array([f"s{int(s[0])}" for s in samples], dtype=object)
+
+
+class BrokenStream(IterableDataset):
+    def __iter__(self):
+        raise ValueError("no stream today")
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
+def test_dict_batches_keep_their_keys_when_the_order_changes(num_workers):
+    got = pf_batches(ReorderedDicts(), batch_size=2, num_workers=num_workers)
+    assert [list(b) for b in got] == [["a", "b"], ["b", "a"], ["b", "a"]]
+    for k, b in enumerate(got):
+        assert_same(b["a"], np.repeat(np.arange(2 * k, 2 * k + 2)[:, None], 2, axis=1))
+        assert_same(b["b"], 100 + b["a"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_collate_fn_values_and_object_arrays_arrive_with_every_batch(num_workers):
+    ds = TensorDataset(pf.tensor(np.arange(8, dtype=np.int64).reshape(8, 1)))
+    got = list(loader(ds, batch_size=2, num_workers=num_workers,
+                      collate_fn=lambda s: tagged_collate([t.numpy() for (t,) in s])))
+    for k, (rows, tag, names) in enumerate(got):
+        rows = rows.numpy() if isinstance(rows, pf.Tensor) else rows  # (arrays cross as Tensors)
+        assert rows[:, 0].tolist() == [2 * k, 2 * k + 1]
+        assert tag == Tagged([2 * k, 2 * k + 1])
+        assert list(names) == [f"s{2 * k}", f"s{2 * k + 1}"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_dataset_whose_iter_raises_raises_in_the_loop(num_workers):
+    with pytest.raises(ValueError, match="no stream today"):
+        list(loader(BrokenStream(), batch_size=2, num_workers=num_workers))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_batch_sampler_of_numpy_arrays(num_workers):
+    ds = TensorDataset(pf.tensor(np.arange(10) * 3))
+    got = pf_batches(ds, batch_sampler=[np.array([4, 1]), np.array([], np.int64),
+                                        np.arange(3)], num_workers=num_workers)
+    assert [b[0].tolist() for b in got] == [[12, 3], [], [0, 3, 6]]
+
+
+def test_default_collate_infers_number_dtypes_as_torch():
+    torch = _torch()
+    from pipeflow.data import default_collate
+    for batch in ([1, 2.5], [True, 2], [True, False], [2.5, 1], [3, 4],
+                  [np.float32(1.5), np.float32(2)]):
+        assert_same(pf_np(default_collate(batch)), torch_np(
+            torch.utils.data.default_collate(batch)), repr(batch))
+    for batch in ([np.str_("a"), np.str_("bc")], [np.bytes_(b"x"), np.bytes_(b"yz")]):
+        assert default_collate(batch) == batch
+        assert torch.utils.data.default_collate(batch) == batch
+
+
+def test_the_loop_body_does_not_run_in_a_samples_random_stream():
+    seen = []
+    for _ in loader(Samples(8), batch_size=4, num_workers=0, seed=3):
+        seen.append(pf.data.worker.sample_context.key)
+        seen.append(float(sample_generator().random()))
+    assert seen[0] is None and seen[2] is None and seen[1] != seen[3]
+
+
+def test_an_iterator_replaced_by_a_newer_one_says_so():
+    pf_loader = loader(Samples(40), batch_size=4, num_workers=2, persistent_workers=True)
+    old = iter(pf_loader)
+    next(old)
+    new = iter(pf_loader)  # the old one's epoch is unfinished: its workers are replaced
+    with pytest.raises(RuntimeError, match="newer iterator"):
+        for _ in old:
+            pass
+    assert len(list(new)) == 10

@@ -831,3 +831,40 @@ def test_workers_started_from_a_thread_outlive_that_thread():
         got = [b[0, 0].item() for b in started.pop()]
         assert got == [float(i) for i in range(0, 64, 4)]
         del loader
+
+
+class EpochTagged(Dataset):
+    """Sample i is (the epoch it was loaded for, i), slowly."""
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        time.sleep(0.05)
+        return np.array([pf.data.worker.sample_context.key[1], i])
+
+
+def test_ctrl_c_while_an_epoch_is_cancelled_leaves_no_stale_batches():
+    """Ctrl-C while a persistent pool cancels an unfinished epoch: the pool is stopped, so
+    a later epoch cannot take the old epoch's batches in flight for its own."""
+    with leaves_nothing_behind():
+        loader = DataLoader(EpochTagged(), batch_size=4, num_workers=1,
+                            persistent_workers=True, timeout=60)
+        it = iter(loader)
+        next(it)
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # while close() waits for the worker
+            with pytest.raises(KeyboardInterrupt):
+                it.close()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        loader.load_state_dict({"seed": loader.seed, "epoch": 1, "batches_served": 0})
+        got = np.concatenate([b.numpy() for b in loader])
+        assert got[:, 0].tolist() == [1] * 16 and sorted(got[:, 1].tolist()) == list(range(16))
+        del loader, it

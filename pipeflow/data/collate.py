@@ -89,16 +89,17 @@ def plan(batch):
         if first.dtype.kind in "OUS":
             raise TypeError(f"default_collate: can't batch NumPy arrays of dtype {first.dtype}")
         return Stack(batch, first.dtype)
+    if isinstance(first, (str, bytes)):  # (NumPy's str_ and bytes_ too)
+        return list(batch)
     if isinstance(first, np.generic):
         return Stack(batch, first.dtype)
-    if isinstance(first, bool):
-        return Stack(batch, np.bool_)
-    if isinstance(first, int):
-        return Stack(batch, np.int64)
     if isinstance(first, float):
         return Stack(batch, np.float64)
-    if isinstance(first, (str, bytes)):
-        return list(batch)
+    if isinstance(first, int):  # bool too; the dtype torch.tensor(batch) infers
+        if all(isinstance(v, bool) for v in batch):
+            return Stack(batch, np.bool_)
+        return Stack(batch, np.float32 if any(isinstance(v, float) for v in batch)
+                     else np.int64)
     if isinstance(first, collections.abc.Mapping):
         return _Rebuild(first, {key: plan([s[key] for s in batch]) for key in first})
     if isinstance(first, tuple) and hasattr(first, "_fields"):  # namedtuple
@@ -124,7 +125,7 @@ def plan_collated(obj):
     """The plan of a batch a custom collate_fn already built: its arrays are copied whole."""
     if isinstance(obj, Tensor):
         return Stack(None, obj._data.dtype, np.asarray(obj._data))
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray) and obj.dtype.kind != "O":  # (objects travel pickled)
         return Stack(None, obj.dtype, obj)
     if isinstance(obj, collections.abc.Mapping):
         return _Rebuild(obj, {k: plan_collated(v) for k, v in obj.items()})
@@ -192,15 +193,21 @@ def assemble(node, arrays):
 
 
 def signature(node):
-    """A hashable summary of a stripped plan: equal signatures, same batch layout."""
+    """A hashable summary of a stripped plan: equal signatures, same batch layout (a dict's
+    keys in their order). None where the plan holds values besides arrays (strings, what
+    a collate_fn made): those are data, to be sent with every batch."""
     if isinstance(node, Stack):
         return ("s", node.shape, node.dtype.str)
-    if isinstance(node, _Rebuild):
-        children = node.children
-        items = tuple(sorted((k, signature(v)) for k, v in children.items())) \
-            if isinstance(children, dict) else tuple(signature(v) for v in children)
-        return ("r", node.kind, node.keep_tuples, items)
-    return ("v", repr(node))
+    if not isinstance(node, _Rebuild):
+        return None
+    children = node.children
+    items = []
+    for key, child in (children.items() if isinstance(children, dict) else enumerate(children)):
+        child_signature = signature(child)
+        if child_signature is None:
+            return None
+        items.append((key, child_signature))
+    return ("r", node.kind, node.keep_tuples, tuple(items))
 
 
 def strip(node):

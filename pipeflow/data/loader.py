@@ -194,11 +194,12 @@ def _SingleProcess(loader, start):
         try:
             samples = worker.fetch(loader.dataset, indices, loader.seed, loader.epoch)
             worker.sample_context.set_batch(loader.seed, loader.epoch, batch_id)
-            yield collate_fn(samples)
+            batch = collate_fn(samples)
         except worker.SampleError as e:
             raise e.cause
-        finally:
+        finally:  # the loop body draws from its own streams, not the last sample's
             worker.sample_context.key = None
+        yield batch
 
 
 def _collate_pinned(collate_fn, samples):
@@ -435,7 +436,10 @@ class _WorkerPool:
                     self._cancel()
                 return
             except Exception:
-                pass
+                pass  # a pool that could not cancel cleanly is not reused
+            except BaseException:  # Ctrl-C mid-cancel: stale messages must not reach an epoch
+                self.shutdown()
+                raise
         self.shutdown()
 
     def _cancel(self):
@@ -458,6 +462,9 @@ class _WorkerPool:
         """(worker, message) pairs once any arrive; raises on a worker's death, or on the
         timeout naming what it was `waiting_for()`."""
         from multiprocessing.reduction import recv_handle
+        if self.closed:
+            raise RuntimeError("this DataLoader iterator's workers were stopped: a newer "
+                               "iterator of the same loader replaced them")
         ready = self.poller.poll(self.timeout * 1000 if self.timeout else None)
         if not ready:
             raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "

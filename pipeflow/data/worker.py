@@ -79,7 +79,7 @@ def fetch(dataset, indices, seed, epoch):
     """The samples at `indices`, each loaded with its own random stream."""
     batched = getattr(dataset, "__getitems__", None)
     if batched is not None:
-        sample_context.set(seed, epoch, indices[0] if indices else 0)
+        sample_context.set(seed, epoch, indices[0] if len(indices) else 0)
         try:
             return batched(indices)
         except Exception as e:
@@ -207,7 +207,11 @@ class _Worker:
     def _serve(self, epoch, seed, tasks):
         if isinstance(tasks, tuple):  # ("stream", batch_size, drop_last)
             _, size, drop_last = tasks
-            stream = iter(self.dataset)
+            try:
+                stream = iter(self.dataset)
+            except Exception as e:
+                self.conn.send(("error", 0, _describe(e, self.id)))
+                return
             tasks = (None for _ in iter(int, 1))  # as many as the stream has
         for n, task in enumerate(tasks):
             if self._cancelled():
@@ -258,7 +262,9 @@ class _Worker:
             new_size = total
         if total:
             collate.fill(node, shared.views(block.array(), specs, offsets))
-        self.conn.send(("done", batch_id, slot, self.layouts.send(node), new_size))
+        layout, key = self.layouts.message(node)
+        self.conn.send(("done", batch_id, slot, layout, new_size))
+        self.layouts.sent(key)
         if new_size is not None:
             send_handle(self.conn, block.fd, self.parent_pid)
 
@@ -288,13 +294,14 @@ class _LayoutSender:
     def __init__(self):
         self.last = None
 
-    def send(self, node):
+    def message(self, node):
+        """(what to send for `node`'s layout, its signature for sent() once it is sent)."""
         stripped = collate.strip(node)
         key = collate.signature(stripped)
-        if key == self.last:
-            return None
+        return (None if key is not None and key == self.last else stripped), key
+
+    def sent(self, key):
         self.last = key
-        return stripped
 
 
 def _describe(error, worker_id):
