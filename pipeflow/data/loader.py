@@ -474,18 +474,17 @@ class _WorkerPool:
             wid = self.fd_owner[fd]
             item = self.conns[wid]
             if fd != item.fileno():  # the worker's sentinel: it exited
-                if item.poll():  # its last words first
+                if item.poll() or any(w == wid for w, _ in out):  # its last words first
                     continue
                 self._raise_dead(wid)
             try:
                 message = item.recv()
-            except (EOFError, OSError):
-                message = None
-            if message is None:
+                # a grown slot: the worker sends its new block's fd right after
+                grown = recv_handle(item) if message[0] == "done" and message[4] else None
+            except (EOFError, OSError):  # it died before or while sending
                 self._raise_dead(wid)
-            if message[0] == "done" and message[4] is not None:
-                # the worker grew this slot: adopt its new block (its fd follows)
-                self._adopt_block(wid, message[2], shared.Block(recv_handle(item), message[4]))
+            if grown is not None:
+                self._adopt_block(wid, message[2], shared.Block(grown, message[4]))
             out.append((wid, message))
         return out
 
