@@ -492,6 +492,9 @@ def test_tensor_dataset_batch_indices_are_checked(num_workers):
         with pytest.raises(IndexError, match=f"index {bad} is out of range for a dataset of "
                                              "10 samples"):
             pf_batches(ds, batch_sampler=[[0, 1], [2, bad, 4]], num_workers=num_workers)
+    for bad, dtype in ((1.5, "float64"), (True, "bool")):
+        with pytest.raises(IndexError, match=f"indices must be integers, got {dtype}"):
+            pf_batches(ds, batch_sampler=[[bad, bad]], num_workers=num_workers)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

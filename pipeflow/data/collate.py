@@ -66,9 +66,13 @@ def _row_indices(indices, n):
     """`indices` as int64 in [0, n), negative ones counted from the end as Python does;
     IndexError naming the first one out of range. (Checked here, so that the gather can
     skip its own check: np.take with mode='raise' buffers its output, ~3x the cost.)"""
-    rows = np.asarray(indices, dtype=np.int64)
+    rows = np.asarray(indices)
     if not rows.size:
-        return rows
+        return rows.astype(np.int64)
+    if rows.dtype.kind not in "iu":  # floats would be truncated, bools taken as 0 and 1
+        raise IndexError(f"sample indices must be integers, got {rows.dtype} "
+                         f"({rows.reshape(-1)[0]!r} first)")
+    rows = rows.astype(np.int64, copy=False)
     low, high = rows.min(), rows.max()
     if low < -n or high >= n:
         bad = int(rows[(rows < -n) | (rows >= n)][0])

@@ -319,6 +319,8 @@ class _WorkerPool:
                 self.fd_owner[fd] = wid
         self.slots = [0] * self.num_workers  # slots each worker has
         self.held = [0] * self.num_workers   # of those, the ones batches still refer to
+        # batches may be dropped (and their slots released) in any thread
+        self.held_lock = threading.RLock()
         for wid in range(self.num_workers):
             for _ in range(self.ring_slots):
                 self._add_slot(wid)
@@ -341,7 +343,8 @@ class _WorkerPool:
 
     def _release(self, wid, slot):
         """No batch refers to the slot any longer: the worker may fill it again."""
-        self.held[wid] -= 1
+        with self.held_lock:
+            self.held[wid] -= 1
         self.flags[wid][slot] = 1
         self.credits[wid].release()
 
@@ -536,7 +539,8 @@ class _WorkerPool:
         no array refers to this batch any longer."""
         block = self.blocks.get((wid, slot))
         owner = block.array() if block is not None else np.zeros(0, np.uint8)
-        self.held[wid] += 1
+        with self.held_lock:
+            self.held[wid] += 1
         weakref.finalize(owner, self._release, wid, slot)
         arrays = shared.views(owner, layout.specs, layout.offsets)
         return collate_module.assemble(layout.node, iter(arrays))
