@@ -1124,3 +1124,24 @@ def test_an_iterator_replaced_by_a_newer_one_says_so():
         for _ in old:
             pass
     assert len(list(new)) == 10
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_samplers_epoch_set_by_the_user_is_followed(num_workers):
+    """torch's idiom (resuming at epoch 5: sampler.set_epoch(5)) sets the order; without it
+    the loader counts its own epochs on."""
+    ds = TensorDataset(pf.tensor(np.arange(16)))
+
+    def order_of(epoch):
+        reference = RandomSampler(ds, seed=3)
+        reference.set_epoch(epoch)
+        return list(reference)
+
+    sampler = RandomSampler(ds, seed=3)
+    pf_loader = loader(ds, sampler=sampler, batch_size=4, num_workers=num_workers)
+    sampler.set_epoch(5)
+    assert [i for (b,) in pf_loader for i in b.tolist()] == order_of(5)
+    assert pf_loader.state_dict()["epoch"] == 6
+    assert [i for (b,) in pf_loader for i in b.tolist()] == order_of(6)
+    sampler.set_epoch(2)
+    assert [i for (b,) in pf_loader for i in b.tolist()] == order_of(2)

@@ -93,6 +93,7 @@ class DataLoader:
                                          drop_last)
         self.sampler, self.batch_sampler = sampler, batch_sampler
         self.epoch, self._resume_at, self._served = 0, 0, 0
+        self._epoch_given = self._sampler_epoch()  # the sampler's epoch as the loader last set it
         self._pool = None
 
     def __len__(self):
@@ -116,9 +117,18 @@ class DataLoader:
             self._pool.shutdown()
 
     # --- iteration ------------------------------------------------------------------------
+    def _sampler_epoch(self):
+        """The epoch the (batch) sampler holds now; None where it has none to read."""
+        sampler = self.batch_sampler
+        return getattr(sampler, "epoch", getattr(getattr(sampler, "sampler", None), "epoch", None))
+
     def _batch_indices(self, start):
         if hasattr(self.batch_sampler, "set_epoch"):
+            chosen = self._sampler_epoch()
+            if chosen is not None and chosen != self._epoch_given:
+                self.epoch = int(chosen)  # the user's sampler.set_epoch(e), torch's idiom, wins
             self.batch_sampler.set_epoch(self.epoch)
+            self._epoch_given = self._sampler_epoch()
         return itertools.islice(iter(self.batch_sampler), start, None)
 
     def __iter__(self):
