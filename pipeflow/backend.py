@@ -156,13 +156,12 @@ def pinned_empty(shape, np_dtype):
     return np.frombuffer(mem, np_dtype, count).reshape(shape)
 
 
-def register_host_memory(ptr, size):
-    """Page-lock existing host memory (cudaHostRegister), so device copies from it need no
-    staging buffer and can run asynchronously. Returns the current device, whose copies
-    from it unregister_host_memory waits for."""
+def register_host_memory(ptr, size, device_index):
+    """Page-lock existing host memory (cudaHostRegister) for copies to `device_index`, so
+    that they need no staging buffer and can run asynchronously."""
     require_cuda("pinning host memory")
-    cupy.cuda.runtime.hostRegister(ptr, size, 0)
-    return cupy.cuda.runtime.getDevice()
+    with cupy.cuda.Device(device_index):
+        cupy.cuda.runtime.hostRegister(ptr, size, 0)
 
 
 def unregister_host_memory(ptr, device_index):

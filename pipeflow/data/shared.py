@@ -66,9 +66,8 @@ class Block:
         """Register the block as page-locked memory (once), for copies to `device_index`."""
         if self.pinned_for is None and self.size:
             from .. import backend
-            with backend.cupy.cuda.Device(device_index):
-                self.pinned_for = backend.register_host_memory(self.array().ctypes.data,
-                                                               self.size)
+            backend.register_host_memory(self.array().ctypes.data, self.size, device_index)
+            self.pinned_for = device_index
 
     def array(self):
         """The whole block as a uint8 array (a new object each call, viewing the block)."""
