@@ -869,6 +869,37 @@ def test_state_dict_resumes_the_epoch_in_a_new_loader(first_workers, resumed_wor
     assert_same([pf_np(b) for b in resumed], reference[1], "next epoch")
 
 
+@pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
+def test_an_iterator_after_a_break_runs_the_next_epoch(num_workers, persistent):
+    """torch draws a new order for every iterator: a loop that breaks after some steps, or
+    next(iter(loader)) taken twice, must not see the same batches again. The state still
+    points into the abandoned epoch, so a loader given it finishes that epoch."""
+    reference = augmented_reference()
+    pf_loader = loader(Augmented(), batch_size=4, shuffle=True, seed=11,
+                       num_workers=num_workers, persistent_workers=persistent)
+    for k, batch in enumerate(pf_loader):
+        if k == 2:
+            break
+    state = pf_loader.state_dict()
+    assert state["epoch"] == 0 and state["batches_served"] == 3
+    assert_same(pf_np(next(iter(pf_loader))), reference[1][0], "the next epoch's first batch")
+    assert_same([pf_np(b) for b in pf_loader], epochs_of(
+        loader(Augmented(), batch_size=4, shuffle=True, seed=11), 3)[2], "the epoch after")
+    resumed = loader(Augmented(), batch_size=4, shuffle=True, num_workers=num_workers)
+    resumed.load_state_dict(state)
+    assert_same([pf_np(b) for b in resumed], reference[0][3:], "the abandoned epoch's rest")
+
+
+def test_an_older_iterator_keeps_its_epoch_and_leaves_the_state_alone():
+    reference = augmented_reference()
+    pf_loader = loader(Augmented(), batch_size=4, shuffle=True, seed=11)
+    old, new = iter(pf_loader), iter(pf_loader)  # old: epoch 0, left open; new: epoch 1
+    assert_same([pf_np(b) for b in old], reference[0])
+    assert pf_loader.state_dict() == {"seed": 11, "epoch": 1, "batches_served": 0}
+    assert_same(pf_np(next(new)), reference[1][0])
+    assert pf_loader.state_dict()["batches_served"] == 1
+
+
 def test_state_dict_at_an_epoch_boundary():
     reference = augmented_reference()
     first = loader(Augmented(), batch_size=4, shuffle=True, seed=11)

@@ -3,7 +3,12 @@ processes that collate straight into a ring of shared-memory slots.
 
 Batch order is a pure function of (seed, epoch, position) and every sample is loaded with
 a random stream of its own (worker.sample_generator), so the batches do not depend on
-num_workers, and the loader's whole resumable state is {seed, epoch, batches served}."""
+num_workers, and the loader's whole resumable state is {seed, epoch, batches served}.
+
+Every iterator runs an epoch of its own: one started after an iterator left its epoch
+unfinished (a `break`) runs the next epoch, so it is shuffled and augmented anew, as in
+PyTorch, where every iterator draws a new order. The state stays where the last iterator
+stopped, so a loader given it finishes the abandoned epoch."""
 import functools
 import itertools
 import multiprocessing
@@ -93,6 +98,8 @@ class DataLoader:
                                          drop_last)
         self.sampler, self.batch_sampler = sampler, batch_sampler
         self.epoch, self._resume_at, self._served = 0, 0, 0
+        self._epoch_open = False  # an iterator runs self.epoch and has not finished it
+        self._iterators = 0       # iterators made; only the newest one moves the state
         self._epoch_given = self._sampler_epoch()  # the sampler's epoch as the loader last set it
         self._pool = None
 
@@ -111,6 +118,7 @@ class DataLoader:
     def load_state_dict(self, state):
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
         self._resume_at = self._served = int(state["batches_served"])
+        self._epoch_open = False
         if self._own_sampler:
             self.sampler.seed = self.seed
         if self._pool is not None and self.seed != getattr(self._pool, "seed", None):
@@ -132,8 +140,11 @@ class DataLoader:
         return itertools.islice(iter(self.batch_sampler), start, None)
 
     def __iter__(self):
+        if self._epoch_open:  # the last iterator stopped early: this one runs the next epoch
+            self.epoch += 1
         start, self._resume_at = self._resume_at, 0
-        self._served = start
+        self._served, self._epoch_open = start, True
+        self._iterators += 1
         if self.num_workers == 0:
             batches = _SingleProcess(self, start)
         else:  # each iterator has its own workers, unless they persist across epochs
@@ -162,6 +173,7 @@ class _Served:
 
     def __init__(self, loader, batches):
         self.loader, self.batches = loader, batches
+        self.number = loader._iterators  # a newer iterator of the loader owns its state
 
     def __iter__(self):
         return self
@@ -169,15 +181,18 @@ class _Served:
     def __next__(self):
         if self.batches is None:
             raise StopIteration
+        loader = self.loader
+        newest = self.number == loader._iterators
         try:
             batch = next(self.batches)
         except StopIteration:
             self.batches = None
-            self.loader.epoch += 1
-            self.loader._served = 0
+            if newest:
+                loader.epoch, loader._served, loader._epoch_open = loader.epoch + 1, 0, False
             self.close()
             raise
-        self.loader._served += 1
+        if newest:
+            loader._served += 1
         return batch
 
     def close(self):
@@ -193,17 +208,22 @@ class _Served:
 
 def _SingleProcess(loader, start):
     """Batches fetched and collated in this process (into page-locked memory when
-    pinning and there is a GPU, so the copy to the device can overlap)."""
+    pinning and there is a GPU, so the copy to the device can overlap). The epoch is
+    fixed now: a newer iterator moves the loader's on."""
     collate_fn = loader.collate_fn or collate_module.default_collate
     if _pin_device(loader) is not None:
         collate_fn = functools.partial(_collate_pinned, loader.collate_fn)
     if loader.iterable:
-        yield from _iterable_batches(loader, iter(loader.dataset), collate_fn)
-        return
-    for batch_id, indices in enumerate(loader._batch_indices(start), start):
+        return _iterable_batches(loader, iter(loader.dataset), collate_fn)
+    return _fetched_batches(loader, loader._batch_indices(start), start, loader.epoch,
+                            collate_fn)
+
+
+def _fetched_batches(loader, batch_indices, start, epoch, collate_fn):
+    for batch_id, indices in enumerate(batch_indices, start):
         try:
-            samples = worker.fetch(loader.dataset, indices, loader.seed, loader.epoch)
-            worker.sample_context.set_batch(loader.seed, loader.epoch, batch_id)
+            samples = worker.fetch(loader.dataset, indices, loader.seed, epoch)
+            worker.sample_context.set_batch(loader.seed, epoch, batch_id)
             batch = collate_fn(samples)
         except worker.SampleError as e:
             raise e.cause
@@ -363,25 +383,27 @@ class _WorkerPool:
         dataset's `order` of (batch id, indices), or an IterableDataset's streams. Each
         worker's share is sent first, unless it was started with it (`shares` None)."""
         self.busy = True
+        tasks = None if shares is None else [("epoch", loader.epoch, loader.seed, share)
+                                             for share in shares]
         if order is None:
-            return self._iterable_epoch(loader, shares)
-        return self._indexed_epoch(loader, order, shares)
+            return self._iterable_epoch(loader, tasks)
+        return self._indexed_epoch(loader, order, tasks)
 
-    def _send(self, loader, shares):
+    def _send(self, tasks):
         for wid, conn in enumerate(self.conns):
             try:
-                conn.send(("epoch", loader.epoch, loader.seed, shares[wid]))
+                conn.send(tasks[wid])
             except OSError:
                 self._raise_dead(wid)
 
-    def _indexed_epoch(self, loader, order, shares):
+    def _indexed_epoch(self, loader, order, tasks):
         n = self.num_workers
         start = order[0][0] if order else 0
         pending, ready, next_id, end = set(), {}, start, start + len(order)
         failed = True
         try:
-            if shares is not None:
-                self._send(loader, shares)
+            if tasks is not None:
+                self._send(tasks)
             pending.update(batch_id for batch_id, _ in order)
             while next_id < end:
                 if next_id in ready:
@@ -403,14 +425,14 @@ class _WorkerPool:
             self.busy = False
             self._end_epoch(loader, bool(pending), failed)
 
-    def _iterable_epoch(self, loader, shares):
+    def _iterable_epoch(self, loader, tasks):
         """Each worker streams its own copy of the dataset (shard it with
         get_worker_info()); batches come round-robin, as in PyTorch."""
         active, turn, failed = list(range(self.num_workers)), 0, True
         queues = {wid: deque() for wid in active}
         try:
-            if shares is not None:
-                self._send(loader, shares)
+            if tasks is not None:
+                self._send(tasks)
             while active:
                 pos = turn % len(active)
                 wid = active[pos]

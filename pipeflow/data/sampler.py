@@ -243,8 +243,13 @@ class BatchSampler(Sampler):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
+        """The order is drawn now, not at the first batch: an iterator keeps the epoch it
+        was made in, even if set_epoch is called before it starts."""
         order = self.sampler.order() if isinstance(self.sampler, Sampler) else \
             np.fromiter(iter(self.sampler), np.int64)
+        return self._batches(order)
+
+    def _batches(self, order):
         size = self.batch_size
         stop = len(order) - len(order) % size if self.drop_last else len(order)
         for start in range(0, stop, size):
