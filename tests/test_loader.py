@@ -1138,6 +1138,50 @@ def test_default_collate_infers_number_dtypes_as_torch():
         assert torch.utils.data.default_collate(batch) == batch
 
 
+class MixedDtypes(Dataset):
+    """Samples whose arrays and NumPy scalars change dtype from one sample to the next."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return (np.full(2, i, np.float32 if i % 2 else np.float64),
+                np.full(2, i, np.int64 if i % 3 else np.float32),
+                np.float32(i) if i % 2 else np.float64(i), np.uint8(i) if i % 2 else np.int8(-i))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_samples_of_mixed_dtypes_stack_as_torch_promotes(num_workers):
+    """torch.stack promotes (float32 with float64 gives float64, int64 with float32 gives
+    float32): no sample is cast down or refused."""
+    for batch_size in (2, 3, 6):
+        assert_same(pf_batches(MixedDtypes(), batch_size=batch_size, num_workers=num_workers),
+                    torch_batches(MixedDtypes(), batch_size=batch_size), f"batch {batch_size}")
+
+
+class DefaultDicts(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        sample = collections.defaultdict(list)
+        sample["x"], sample["label"] = np.full(2, i), i
+        return sample
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_mutable_mapping_keeps_its_type_and_attributes(num_workers):
+    """torch collates a MutableMapping into a copy of the first sample's (a defaultdict
+    keeps its factory) and updates it."""
+    got = list(loader(DefaultDicts(), batch_size=2, num_workers=num_workers))
+    want = list(_torch().utils.data.DataLoader(DefaultDicts(), batch_size=2))
+    for g, w in zip(got, want):
+        assert type(g) is type(w) is collections.defaultdict
+        assert g.default_factory is w.default_factory is list
+        assert_same(pf_np(dict(g)), torch_np(dict(w)))
+    assert len(got) == len(want) == 2
+
+
 def test_the_loop_body_does_not_run_in_a_samples_random_stream():
     seen = []
     for _ in loader(Samples(8), batch_size=4, num_workers=0, seed=3):
