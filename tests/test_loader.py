@@ -658,6 +658,39 @@ def test_persistent_workers_survive_an_epoch_left_early():
     assert {int(p) for b in again for p in b[1]} == pids
 
 
+def ring_blocks(pf_loader):
+    return dict(pf_loader._spare_ring.blocks)  # (worker, slot) -> its shared.Block
+
+
+@pytest.mark.parametrize("hold", ["last", "some", "break"])
+def test_workers_of_a_new_epoch_start_on_the_last_ones_slots(hold):
+    """Workers that do not persist are started anew every epoch, but on the same ring:
+    slots already written (and on a GPU, page-locked) are reused, and never one that
+    holds a batch still in use, nor one the last workers were writing when they stopped."""
+    ds = Samples(40, "dict")
+    want = torch_batches(ds, batch_size=4)
+    pf_loader = loader(ds, batch_size=4, num_workers=2)
+    kept = []
+    for k, batch in enumerate(pf_loader):
+        if hold == "some" and k % 3 == 0:
+            kept.append((k, batch))
+        if hold == "break" and k == 4:
+            break
+    kept.append(("last", batch))
+    del batch
+    blocks = [ring_blocks(pf_loader)]
+    for epoch in (2, 3):
+        assert_same([pf_np(b) for b in pf_loader], want, f"epoch {epoch}")
+        blocks.append(ring_blocks(pf_loader))
+    assert len(blocks[0]) >= 4
+    for earlier, later in zip(blocks, blocks[1:]):  # (a slot may be first written later)
+        assert all(later[key] is block for key, block in earlier.items()), \
+            "new workers made their slots anew"
+    for k, batch in kept:  # the batches kept through the later epochs are intact
+        assert_same(pf_np(batch), want[4 if k == "last" and hold == "break" else
+                                        len(want) - 1 if k == "last" else k], f"kept {k}")
+
+
 @pytest.mark.parametrize("prefetch_factor", [1, 2, 5])
 def test_prefetch_factor(prefetch_factor):
     ds = Samples(23, "dict")
@@ -692,8 +725,11 @@ def test_spawn_multiprocessing_context(context, tmp_path):
     ds = Samples(12, "dict")
     pf_loader = loader(ds, batch_size=4, num_workers=2, multiprocessing_context=ctx,
                        worker_init_fn=functools.partial(record_init, str(tmp_path)))
-    assert_same([pf_np(b) for b in pf_loader], torch_batches(ds, batch_size=4))
+    want = torch_batches(ds, batch_size=4)
+    assert_same([pf_np(b) for b in pf_loader], want)
     assert sorted(p.read_text() for p in tmp_path.iterdir()) == ["0 2", "1 2"]
+    # the next epoch's spawned workers start on the slots the first ones wrote
+    assert_same([pf_np(b) for b in pf_loader], want, "epoch 2")
 
 
 def test_two_live_iterators_each_get_the_whole_epoch():

@@ -18,7 +18,6 @@ import select
 import signal
 import threading
 import time
-import warnings
 import weakref
 from collections import deque
 
@@ -28,6 +27,7 @@ from .. import backend
 from ..tensor import Tensor
 from . import collate as collate_module
 from . import shared, worker
+from .ring import Ring
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
 
@@ -102,6 +102,7 @@ class DataLoader:
         self._iterators = 0       # iterators made; only the newest one moves the state
         self._epoch_given = self._sampler_epoch()  # the sampler's epoch as the loader last set it
         self._pool = None
+        self._spare_ring = None  # the last workers' ring, for the next ones to start on
 
     def __len__(self):
         if self.iterable:
@@ -154,7 +155,7 @@ class DataLoader:
             if pool is None or not pool.alive() or pool.busy:
                 if pool is not None:  # a new iterator replaces an unfinished one
                     pool.shutdown()
-                pool = _WorkerPool(self, shares)  # started on this epoch's shares
+                pool = _WorkerPool(self, shares, self._take_ring())  # on this epoch's shares
                 shares = None
                 if self.persistent_workers:
                     self._pool = pool
@@ -163,9 +164,31 @@ class DataLoader:
             batches = itertools.islice(batches, start, None)
         return _Served(self, _on_device(batches, self.device))
 
+    def _take_ring(self):
+        with _spare_rings:
+            ring, self._spare_ring = self._spare_ring, None
+        if ring is None:
+            return Ring(self.num_workers, self.prefetch_factor + 1, _pin_device(self))
+        ring.renew()
+        return ring
+
+    def _keep_ring(self, ring):
+        """A stopped pool's ring: kept for the next workers, unless one is kept already."""
+        with _spare_rings:
+            if self._spare_ring is None:
+                self._spare_ring, ring = ring, None
+        if ring is not None:
+            ring.close()
+
     def __del__(self):
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
+        ring, self._spare_ring = getattr(self, "_spare_ring", None), None
+        if ring is not None:
+            ring.close()
+
+
+_spare_rings = threading.Lock()  # two pools of a loader may stop at once, in two threads
 
 
 class _Served:
@@ -298,48 +321,39 @@ class WorkerError(RuntimeError):
 
 
 class _WorkerPool:
-    """Worker processes, their pipes, and the shared-memory slots each of them fills.
+    """Worker processes, their pipes, and the ring of shared-memory slots they fill (see
+    ring.Ring); per batch only the result crosses the pipe."""
 
-    Each worker owns its slots (up to SLOT_CAP): a shared flag per slot says it is free,
-    and a semaphore counts the free ones. The main process sets a slot's flag and counts
-    it up when no batch refers to the slot any longer; per batch only the result crosses
-    the pipe."""
-
-    SLOT_CAP = 1024
-
-    def __init__(self, loader, shares):
-        """Start the workers, each on its share of the first epoch at once (forked with it,
-        so that it needn't wait for the others to start nor for a message)."""
-        from multiprocessing.reduction import send_handle
+    def __init__(self, loader, shares, ring):
+        """Start the workers on `ring`, each on its share of the first epoch at once (forked
+        with it, so that it needn't wait for the others to start nor for a message)."""
         ctx = loader.multiprocessing_context
         if ctx is None or isinstance(ctx, str):
             ctx = multiprocessing.get_context(ctx or worker.START_METHOD)
-        self.num_workers, self.timeout = loader.num_workers, loader.timeout
-        # The batch in use while the next one is fetched holds a slot too: one more each,
-        # so that prefetch_factor batches are always on their way (torch copies batches out)
-        self.seed, self.ring_slots = loader.seed, loader.prefetch_factor + 1
-        self.pin_device = _pin_device(loader)  # None: slots stay pageable
-        self.conns, self.procs, self.credits, self.flag_blocks = [], [], [], []
+        self.num_workers, self.timeout, self.seed = loader.num_workers, loader.timeout, loader.seed
+        self.ring, self.conns, self.procs = ring, [], []
+        self.layouts = {}  # worker -> the _Layout of its last batch
+        self.closed, self.busy = False, False
+        self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs, ring,
+                                           weakref.ref(loader))
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
         forked_by_main_thread = threading.current_thread() is threading.main_thread()
-        for wid in range(loader.num_workers):
-            ours, theirs = ctx.Pipe(duplex=True)
-            credits = shared.Credits()
-            flags = shared.Block(shared.create_fd(self.SLOT_CAP), self.SLOT_CAP)
-            proc = ctx.Process(target=worker.worker_loop, daemon=True,
-                               args=(wid, loader.num_workers, loader.dataset, theirs,
-                                     loader.collate_fn, loader.seed, loader.worker_init_fn,
-                                     parent, forked_by_main_thread, loader.epoch,
-                                     shares[wid], self.SLOT_CAP, self.ring_slots))
-            proc.start()
-            theirs.close()
-            send_handle(ours, flags.fd, proc.pid)  # the slots' free flags and their credits
-            send_handle(ours, credits.fd, proc.pid)
-            self.conns.append(ours)
-            self.procs.append(proc)
-            self.credits.append(credits)
-            self.flag_blocks.append(flags)
-        self.flags = [b.array() for b in self.flag_blocks]
+        try:
+            for wid in range(loader.num_workers):
+                ours, theirs = ctx.Pipe(duplex=True)
+                self.conns.append(ours)
+                proc = ctx.Process(target=worker.worker_loop, daemon=True,
+                                   args=(wid, loader.num_workers, loader.dataset, theirs,
+                                         loader.collate_fn, loader.seed, loader.worker_init_fn,
+                                         parent, forked_by_main_thread, loader.epoch,
+                                         shares[wid], ring.for_worker(wid), Ring.SLOT_CAP,
+                                         loader.prefetch_factor + 1))
+                proc.start()
+                theirs.close()
+                self.procs.append(proc)
+        except BaseException:
+            self.shutdown()
+            raise
         # One poll set of the pipes and the workers' sentinels, made once (a
         # multiprocessing.connection.wait builds and fills a selector per call)
         self.poller, self.fd_owner = select.poll(), {}
@@ -347,36 +361,9 @@ class _WorkerPool:
             for fd in (conn.fileno(), proc.sentinel):
                 self.poller.register(fd, select.POLLIN)
                 self.fd_owner[fd] = wid
-        self.slots = [0] * self.num_workers  # slots each worker has
-        self.held = [0] * self.num_workers   # of those, the ones batches still refer to
-        # batches may be dropped (and their slots released) in any thread
-        self.held_lock = threading.RLock()
-        for wid in range(self.num_workers):
-            for _ in range(self.ring_slots):
-                self._add_slot(wid)
-        self.blocks = {}          # (worker, slot) -> shared.Block (the main process's mapping)
-        self.layouts = {}         # worker -> the _Layout of its last batch
-        self.closed, self.busy = False, False
-        self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs,
-                                           self.blocks, self.flag_blocks + self.credits)
 
     def alive(self):
         return not self.closed and all(p.is_alive() for p in self.procs)
-
-    def _add_slot(self, wid):
-        if self.slots[wid] == self.SLOT_CAP:
-            raise RuntimeError(f"DataLoader worker {wid} has {self.SLOT_CAP} batches alive: "
-                               "release batches you no longer need")
-        self.flags[wid][self.slots[wid]] = 1
-        self.slots[wid] += 1
-        self.credits[wid].release()
-
-    def _release(self, wid, slot):
-        """No batch refers to the slot any longer: the worker may fill it again."""
-        with self.held_lock:
-            self.held[wid] -= 1
-        self.flags[wid][slot] = 1
-        self.credits[wid].release()
 
     def epoch(self, loader, order, shares):
         """A generator of the epoch's batches, in order, from the workers: an indexed
@@ -414,7 +401,7 @@ class _WorkerPool:
                     del batch
                     next_id += 1
                     continue
-                self._unstall(next_id % n)
+                self.ring.unstall(next_id % n)
                 for batch_id, batch in self._receive(pending, next_id):
                     ready[batch_id] = batch
             failed = False
@@ -437,7 +424,7 @@ class _WorkerPool:
                 pos = turn % len(active)
                 wid = active[pos]
                 while not queues[wid]:  # a worker's batches arrive in its order
-                    self._unstall(wid)
+                    self.ring.unstall(wid)
                     for source, batch in self._receive(None, wid):
                         queues[source].append(batch)
                 batch = queues[wid].popleft()
@@ -456,12 +443,6 @@ class _WorkerPool:
         finally:
             self.busy = False
             self._end_epoch(loader, bool(active), failed)
-
-    def _unstall(self, wid):
-        """If every slot of the worker we wait for holds a batch still in use, give it one
-        more (so keeping batches alive grows the ring instead of deadlocking)."""
-        if self.held[wid] == self.slots[wid]:
-            self._add_slot(wid)
 
     def _end_epoch(self, loader, unfinished, failed):
         """Keep persistent workers (cancelling what is left of the epoch); else stop."""
@@ -519,7 +500,7 @@ class _WorkerPool:
             except (EOFError, OSError):  # it died before or while sending
                 self._raise_dead(wid)
             if grown is not None:
-                self._adopt_block(wid, message[2], shared.Block(grown, message[4]))
+                self.ring.adopt(wid, message[2], shared.Block(grown, message[4]))
             out.append((wid, message))
         return out
 
@@ -551,30 +532,10 @@ class _WorkerPool:
             self.layouts[wid] = _Layout(node)
         return self._assemble(wid, slot, self.layouts[wid])
 
-    def _adopt_block(self, wid, slot, block):
-        """A worker grew a slot (its first batch there, or a larger one): map its block.
-        (The worker checked that its slots fit in shared memory before writing.)"""
-        old = self.blocks.get((wid, slot))
-        if old is not None:
-            old.close()
-        self.blocks[(wid, slot)] = block
-        if self.pin_device is not None:
-            try:
-                block.pin(self.pin_device)
-            except backend.cupy.cuda.runtime.CUDARuntimeError as e:  # e.g. not supported
-                warnings.warn(f"pin_memory: the DataLoader's shared memory could not be "
-                              f"page-locked ({e}); batches are copied from pageable memory")
-                self.pin_device = None
-
     def _assemble(self, wid, slot, layout):
-        """The batch as Tensors viewing the slot; the slot returns to its worker only when
-        no array refers to this batch any longer."""
-        block = self.blocks.get((wid, slot))
-        owner = block.array() if block is not None else np.zeros(0, np.uint8)
-        with self.held_lock:
-            self.held[wid] += 1
-        weakref.finalize(owner, self._release, wid, slot)
-        arrays = shared.views(owner, layout.specs, layout.offsets)
+        """The batch as Tensors viewing the slot, which returns to its worker only when no
+        array refers to this batch any longer."""
+        arrays = self.ring.arrays(wid, slot, layout.specs, layout.offsets)
         return collate_module.assemble(layout.node, iter(arrays))
 
     def _raise_dead(self, wid):
@@ -619,7 +580,9 @@ class _WorkerPool:
             self._finalizer()
 
 
-def _stop_workers(conns, procs, blocks, shared_fds):
+def _stop_workers(conns, procs, ring, loader_ref):
+    """Stop the workers; their ring goes back to the loader for the next ones (or is closed
+    where the loader is gone, or a worker would not die and might still write to it)."""
     for conn in conns:
         try:
             conn.send(("stop",))
@@ -631,21 +594,20 @@ def _stop_workers(conns, procs, blocks, shared_fds):
     for proc in procs:
         if proc.is_alive():
             proc.kill()
+    stopped = True
     for proc in procs:
         proc.join(1.0)
-        if not proc.is_alive():
+        if proc.is_alive():
+            stopped = False
+        else:
             proc.close()  # frees its sentinel descriptor now, not when a batch lets go
     for conn in conns:
         conn.close()
-    errors = []
-    for block in list(blocks.values()) + shared_fds:
-        try:  # (unpinning can raise after a CUDA error: the rest still close)
-            block.close()
-        except Exception as e:
-            errors.append(e)
-    blocks.clear()
-    if errors:
-        raise errors[0]
+    loader = loader_ref()
+    if stopped and loader is not None:
+        loader._keep_ring(ring)
+    else:
+        ring.close()
 
 
 # --- device prefetch ----------------------------------------------------------------------

@@ -111,8 +111,8 @@ class Credits:
 
     __slots__ = ("fd",)
 
-    def __init__(self, fd=None):
-        self.fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC) \
+    def __init__(self, fd=None, count=0):
+        self.fd = os.eventfd(count, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC) \
             if fd is None else fd
 
     def release(self):
@@ -133,3 +133,22 @@ class Credits:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class Inherited:
+    """A file descriptor handed to a worker process as it starts: a forked child has it
+    already, under the same number; for spawn and forkserver multiprocessing duplicates it
+    into the child (its DupFd, the way it passes a Connection)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd
+        return _inherited, (DupFd(self.fd),)
+
+
+def _inherited(dup):
+    return Inherited(dup.detach())

@@ -135,11 +135,11 @@ class _Worker:
     message crosses the pipe per batch except the result."""
 
     def __init__(self, worker_id, num_workers, dataset, conn, collate_fn, credits, free,
-                 ring_slots, parent_pid):
+                 blocks, ring_slots, parent_pid):
         self.id, self.num_workers, self.dataset, self.conn = worker_id, num_workers, dataset, conn
         self.collate_fn, self.credits, self.free = collate_fn, credits, free
         self.ring_slots, self.parent_pid = ring_slots, parent_pid  # slots it starts with
-        self.blocks = {}  # slot -> Block
+        self.blocks = blocks  # slot -> Block (earlier workers' written slots, and its own)
         self.layouts = _LayoutSender()
         self.init_error = None
         # poll sets made once: Connection.poll and connection.wait build a selector per call
@@ -270,19 +270,23 @@ class _Worker:
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
-                parent_pid, forked_by_main_thread, epoch, share, slot_cap, ring_slots):
+                parent_pid, forked_by_main_thread, epoch, share, ring_part, slot_cap,
+                ring_slots):
     """A worker process's entry point: serve its `share` of `epoch`, then the epochs the
-    main process sends, until told to stop or orphaned."""
-    from multiprocessing.reduction import recv_handle
+    main process sends, until told to stop or orphaned. `ring_part` is its part of the
+    ring (ring.Ring.for_worker), mapped here anew (a forked copy of the main process's
+    mappings would carry their page-locking with it)."""
     _die_with_parent(forked_by_main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if parent_pid is not None and os.getppid() != parent_pid:
         return
-    flags = shared.Block(recv_handle(conn), slot_cap)  # the slots' free flags, shared
-    credits = shared.Credits(recv_handle(conn))          # ... and the count of free ones
+    flags_fd, credits_fd, slot_fds = ring_part
+    flags = shared.Block(flags_fd.fd, slot_cap)  # the slots' free flags, shared
+    credits = shared.Credits(credits_fd.fd)      # ... and the count of free ones
+    blocks = {slot: shared.Block(handle.fd, size) for slot, (handle, size) in slot_fds.items()}
     try:
         _Worker(worker_id, num_workers, dataset, conn, collate_fn, credits, flags.array(),
-                ring_slots, parent_pid).run(seed, epoch, share, worker_init_fn)
+                blocks, ring_slots, parent_pid).run(seed, epoch, share, worker_init_fn)
     finally:
         flags.close()
         credits.close()
