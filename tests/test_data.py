@@ -92,3 +92,33 @@ def test_loader_rejects_contradictory_arguments():
         DataLoader(ds, num_workers=-1)
     with pytest.raises(ValueError, match="prefetch_factor"):
         DataLoader(ds, prefetch_factor=2)
+
+
+def test_concat_dataset_hands_its_parts_python_int_indices():
+    """torch: a part's __getitem__ gets an int (code that checks isinstance(i, int))."""
+    class Strict(pf.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            assert type(i) is int, type(i)
+            return i
+
+    both = ConcatDataset([Strict(), Strict()])
+    assert [both[i] for i in range(6)] == [0, 1, 2, 0, 1, 2] and both[-2] == 1
+    assert all(type(size) is int for size in both.cumulative_sizes)
+
+
+def test_random_split_follows_the_global_seed_and_torchs_fractions():
+    ds = dataset()
+    splits = []
+    for seed in (1, 1, 2):
+        pf.manual_seed(seed)
+        splits.append(random_split(ds, [5, 5])[0].indices)
+    assert splits[0] == splits[1] != splits[2]
+    torch = pytest.importorskip("torch")
+    for n, fractions in ((1, [0.5, 0.5]), (10, [0.33, 0.33, 0.34]), (7, [1.0]), (5, [0.2] * 5)):
+        want = [len(p) for p in torch.utils.data.random_split(range(n), fractions)]
+        assert [len(p) for p in random_split(range(n), fractions)] == want, (n, fractions)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        random_split(ds, [1.5, -0.5])

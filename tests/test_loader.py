@@ -14,13 +14,16 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
 
 import pipeflow as pf
 from pipeflow.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
-                           SequentialSampler, TensorDataset, get_worker_info, sample_generator)
+                           SequentialSampler, Subset, TensorDataset, get_worker_info,
+                           sample_generator)
 
 FORK = multiprocessing.get_context("fork")
 WAIT = 60  # the timeout of loaders with workers: a hang fails the test instead of the suite
@@ -1216,6 +1219,101 @@ def test_a_mutable_mapping_keeps_its_type_and_attributes(num_workers):
         assert g.default_factory is w.default_factory is list
         assert_same(pf_np(dict(g)), torch_np(dict(w)))
     assert len(got) == len(want) == 2
+
+
+class PipeflowRandom(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return pf.rand(2)
+
+
+def test_workers_reseed_pipeflows_own_random_stream():
+    """torch reseeds torch's stream in every worker: torch.rand in __getitem__ differs
+    between workers and between epochs. So must pf.rand."""
+    pf_loader = loader(PipeflowRandom(), batch_size=1, num_workers=2, seed=0)
+    epochs = [[tuple(b.numpy().ravel()) for b in pf_loader] for _ in range(2)]
+    assert len(set(epochs[0] + epochs[1])) == 8, epochs
+
+
+class Keyed(Dataset):
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return collections.OrderedDict(x=np.full(2, i), label=i)
+
+
+def keep_raw(sample):
+    return ("raw", sample)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batch_size_none_calls_collate_fn_on_each_sample(num_workers):
+    """torch, without automatic batching, calls collate_fn(sample), not on a list of one,
+    and default_convert keeps a mapping's type."""
+    got = list(loader(Keyed(), batch_size=None, collate_fn=keep_raw, num_workers=num_workers))
+    want = list(_torch().utils.data.DataLoader(Keyed(), batch_size=None, collate_fn=keep_raw))
+    for g, w in zip(got, want):
+        assert g[0] == "raw" and type(g[1]) is type(w[1]) is collections.OrderedDict
+        assert_same(dict(g[1]), dict(w[1]))  # NumPy arrays as collate_fn returned them
+    converted = list(loader(Keyed(), batch_size=None, num_workers=num_workers))
+    assert [type(b) for b in converted] == [collections.OrderedDict] * 3
+    assert_same([pf_np(dict(b)) for b in converted], [torch_np(dict(b)) for b in
+                _torch().utils.data.DataLoader(Keyed(), batch_size=None)])
+
+
+def sorting_collate(samples):
+    """What packing collate_fns do: sort the list in place, then stack."""
+    assert type(samples) is list and all(type(s) is tuple for s in samples), type(samples)
+    samples.sort(key=lambda s: -int(s[0]))
+    return np.stack([s[0].numpy() for s in samples])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_custom_collate_fn_gets_a_list_of_samples_from_a_tensor_dataset(num_workers):
+    ds = TensorDataset(pf.tensor(np.arange(8)))
+    for source in (ds, Subset(ds, [7, 1, 5, 3])):
+        batches = list(loader(source, batch_size=2, num_workers=num_workers,
+                              collate_fn=sorting_collate))
+        assert {type(b) for b in batches} == {np.ndarray}  # as the collate_fn made them
+        got = [b.tolist() for b in batches]
+        assert got == ([[1, 0], [3, 2], [5, 4], [7, 6]] if source is ds else [[7, 1], [5, 3]])
+
+
+class SlowAugmented(Augmented):
+    def __getitem__(self, i):
+        time.sleep(0.001)  # (I/O: the GIL goes to the other thread mid-sample)
+        return super().__getitem__(i)
+
+
+def test_loaders_in_two_threads_keep_their_own_sample_streams():
+    def run(seed):
+        return [pf_np(b) for b in loader(SlowAugmented(20), batch_size=1, seed=seed)]
+
+    want = {seed: run(seed) for seed in (1, 2)}
+    got = {}
+    threads = [threading.Thread(target=lambda s=s: got.__setitem__(s, run(s))) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed in (1, 2):
+        assert_same(got[seed], want[seed], f"seed {seed}")
+
+
+def test_a_negative_seed_drives_the_sample_streams():
+    batches = [[pf_np(b) for b in loader(Augmented(6), batch_size=2, seed=-1)] for _ in "ab"]
+    assert_same(batches[0], [pf_np(b) for b in loader(Augmented(6), batch_size=2, seed=-1)])
+    with pytest.raises(AssertionError):
+        assert_same(batches[0], [pf_np(b) for b in loader(Augmented(6), batch_size=2, seed=1)])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_an_iterable_dataset_refuses_a_bad_batch_size(batch_size):
+    with pytest.raises(ValueError, match="batch_size should be a positive integer"):
+        loader(Stream("interleave", 20), batch_size=batch_size)
 
 
 def test_the_loop_body_does_not_run_in_a_samples_random_stream():

@@ -19,12 +19,14 @@ _SCALARS = (int, float, complex, np.generic)  # what stacks as shape () (bool is
 
 class Stack:
     """One array of the batch: the samples' pieces stacked along a new first axis, or an
-    already collated array (`whole`), or rows `take` = (source, indices) of an array."""
+    already collated array (`whole`), or rows `take` = (source, indices) of an array.
+    It arrives as a Tensor, or as a NumPy array where a collate_fn made one (`numpy`)."""
 
-    __slots__ = ("pieces", "dtype", "shape", "whole", "take")
+    __slots__ = ("pieces", "dtype", "shape", "whole", "take", "numpy")
 
-    def __init__(self, pieces, dtype, whole=None, take=None):
+    def __init__(self, pieces, dtype, whole=None, take=None, numpy=False):
         self.pieces, self.dtype, self.whole, self.take = pieces, np.dtype(dtype), whole, take
+        self.numpy = numpy
         if take is not None:
             self.shape = (len(take[1]),) + take[0].shape[1:]
             return
@@ -46,7 +48,7 @@ class Stack:
 
     def strip(self):
         """The description alone, to send to another process."""
-        return Stack(None, self.dtype, _Shape(self.shape))
+        return Stack(None, self.dtype, _Shape(self.shape), numpy=self.numpy)
 
     @property
     def nbytes(self):
@@ -153,7 +155,7 @@ def plan_collated(obj):
     if isinstance(obj, Tensor):
         return Stack(None, obj._data.dtype, np.asarray(obj._data))
     if isinstance(obj, np.ndarray) and obj.dtype.kind != "O":  # (objects travel pickled)
-        return Stack(None, obj.dtype, obj)
+        return Stack(None, obj.dtype, obj, numpy=True)
     if isinstance(obj, collections.abc.Mapping):
         return _Rebuild(obj, {k: plan_collated(v) for k, v in obj.items()})
     if isinstance(obj, (tuple, list)):
@@ -225,7 +227,8 @@ def fill(node, arrays):
 def assemble(node, arrays):
     """The batch: the plan's structure with Tensors over the arrays from `arrays`."""
     if isinstance(node, Stack):
-        return Tensor._wrap(next(arrays))
+        array = next(arrays)
+        return array if node.numpy else Tensor._wrap(array)
     if isinstance(node, _Rebuild):
         if isinstance(node.children, dict):
             return node.build({k: assemble(v, arrays) for k, v in node.children.items()})
@@ -238,7 +241,7 @@ def signature(node):
     keys in their order). None where the plan holds values besides arrays (strings, what
     a collate_fn made): those are data, to be sent with every batch."""
     if isinstance(node, Stack):
-        return ("s", node.shape, node.dtype.str)
+        return ("s", node.shape, node.dtype.str, node.numpy)
     if not isinstance(node, _Rebuild) or node.template is not None:
         return None  # (a mapping's template, e.g. a defaultdict's factory, goes every time)
     children = node.children
@@ -269,7 +272,15 @@ def default_convert(sample):
     if isinstance(sample, (np.ndarray, np.generic)) and sample.dtype.kind not in "OUS":
         return Tensor._wrap(np.asarray(sample))
     if isinstance(sample, collections.abc.Mapping):
-        return {k: default_convert(v) for k, v in sample.items()}
+        converted = {k: default_convert(v) for k, v in sample.items()}
+        if isinstance(sample, collections.abc.MutableMapping):  # as torch: a copy, updated
+            clone = copy.copy(sample)
+            clone.update(converted)
+            return clone
+        try:
+            return type(sample)(converted)
+        except TypeError:
+            return converted
     if isinstance(sample, tuple) and hasattr(sample, "_fields"):
         return type(sample)(*(default_convert(v) for v in sample))
     if isinstance(sample, (tuple, list)):  # tuples come back as lists, as in PyTorch
@@ -277,9 +288,21 @@ def default_convert(sample):
     return sample
 
 
-def convert_single(samples):
-    """The collate_fn of batch_size=None: the one sample, converted."""
-    return default_convert(samples[0])
+class OneSample:
+    """The collate_fn of batch_size=None: `convert` (by default default_convert) called on
+    the one sample itself, as torch calls it."""
+
+    def __init__(self, convert=None):
+        self.convert = convert or default_convert
+
+    def __call__(self, samples):
+        return self.convert(samples[0])
+
+
+def call(collate_fn, samples):
+    """A custom collate_fn called on a list of samples, as in torch (rows a dataset's
+    __getitems__ gathered as StackedSamples become a list of tuples)."""
+    return collate_fn(list(samples) if isinstance(samples, StackedSamples) else samples)
 
 
 def default_collate(batch):

@@ -1,5 +1,7 @@
 """Map-style datasets."""
 import bisect
+import itertools
+import math
 
 import numpy as np
 
@@ -74,10 +76,11 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         if not self.datasets:
             raise ValueError("ConcatDataset needs at least one dataset")
-        self.cumulative_sizes = list(np.cumsum([len(d) for d in self.datasets]))
+        # Python ints: the datasets are handed int indices, as in torch
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
 
     def __len__(self):
-        return int(self.cumulative_sizes[-1]) if self.cumulative_sizes else 0
+        return self.cumulative_sizes[-1]
 
     def __getitem__(self, index):
         if index < 0:
@@ -89,17 +92,23 @@ class ConcatDataset(Dataset):
         return self.datasets[which][index - start]
 
 
-def random_split(dataset, lengths, generator=None, seed=0):
-    """Disjoint random Subsets of the given lengths (or fractions summing to 1)."""
+def random_split(dataset, lengths, generator=None, seed=None):
+    """Disjoint random Subsets of the given lengths (or fractions summing to 1, as torch
+    reads them). The permutation comes from `generator`, else from `seed`, else from
+    pipeflow's global stream (pf.manual_seed)."""
     n = len(dataset)
-    if all(0 <= f <= 1 for f in lengths) and abs(sum(lengths) - 1) < 1e-9 and sum(lengths) != n:
-        counts = [int(np.floor(n * f)) for f in lengths]
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= n:
+        if any(not 0 <= f <= 1 for f in lengths):
+            raise ValueError(f"Fractions in lengths must be between 0 and 1, got {lengths}")
+        counts = [int(math.floor(n * f)) for f in lengths]
         for i in range(n - sum(counts)):
             counts[i % len(counts)] += 1
         lengths = counts
     if sum(lengths) != n:
         raise ValueError(f"Sum of input lengths {sum(lengths)} does not equal the length of "
                          f"the input dataset {n}")
+    if generator is None and seed is None:
+        from ..random import default_generator as generator
     perm = (generator.permutation(n) if generator is not None
             else np.random.default_rng(seed).permutation(n)).tolist()
     out, start = [], 0

@@ -64,6 +64,10 @@ class DataLoader:
                     raise ValueError(f"multiprocessing_context option should specify a valid "
                                      f"start method in {methods!r}, but got "
                                      f"multiprocessing_context={multiprocessing_context!r}")
+        if batch_size is not None and (isinstance(batch_size, bool)
+                                       or not isinstance(batch_size, int) or batch_size <= 0):
+            raise ValueError(f"batch_size should be a positive integer value, but got "
+                             f"batch_size={batch_size}")
         if batch_size is None and drop_last:
             raise ValueError("batch_size=None option disables auto-batching and is mutually "
                              "exclusive with drop_last")
@@ -81,8 +85,8 @@ class DataLoader:
             seed = generator.initial_seed() if generator is not None else \
                 int(np.random.SeedSequence().entropy % (2 ** 63))
         self.dataset, self.num_workers, self.seed = dataset, num_workers, int(seed)
-        if batch_size is None and collate_fn is None:  # no auto-batching: samples one by one
-            collate_fn = collate_module.convert_single
+        if batch_size is None:  # no auto-batching: samples one by one
+            collate_fn = collate_module.OneSample(collate_fn)
         self.collate_fn, self.pin_memory, self.timeout = collate_fn, pin_memory, timeout
         self.worker_init_fn, self.persistent_workers = worker_init_fn, persistent_workers
         self.prefetch_factor = 2 if prefetch_factor is None and num_workers else prefetch_factor
@@ -233,7 +237,8 @@ def _SingleProcess(loader, start):
     """Batches fetched and collated in this process (into page-locked memory when
     pinning and there is a GPU, so the copy to the device can overlap). The epoch is
     fixed now: a newer iterator moves the loader's on."""
-    collate_fn = loader.collate_fn or collate_module.default_collate
+    collate_fn = (functools.partial(collate_module.call, loader.collate_fn)
+                  if loader.collate_fn is not None else collate_module.default_collate)
     if _pin_device(loader) is not None:
         collate_fn = functools.partial(_collate_pinned, loader.collate_fn)
     if loader.iterable:
@@ -566,7 +571,10 @@ class _WorkerPool:
         if info["pickled"] is not None:
             try:
                 original = pickle.loads(info["pickled"])
-                error = type(original)(text)
+                # KeyError's str() is its argument's repr: the traceback would print as
+                # one line of escaped newlines (torch wraps it the same way)
+                error = type(original)(_Verbatim(text) if isinstance(original, KeyError)
+                                       else text)
             except Exception:
                 error = None
         if error is None:
@@ -578,6 +586,13 @@ class _WorkerPool:
         if not self.closed:
             self.closed = True
             self._finalizer()
+
+
+class _Verbatim(str):
+    """A message whose repr is itself."""
+
+    def __repr__(self):
+        return self
 
 
 def _stop_workers(conns, procs, ring, loader_ref):

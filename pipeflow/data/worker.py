@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import random as pf_random
 from . import collate, shared
 
 
@@ -36,9 +37,10 @@ def get_worker_info():
     return _worker_info
 
 
-class _SampleContext:
+class _SampleContext(threading.local):
     """The sample being loaded, so that augmentations draw from a stream that is a function
-    of (seed, epoch, sample index) alone, whichever process loads the sample."""
+    of (seed, epoch, sample index) alone, whichever process loads the sample. One per
+    thread: loaders iterated in two threads must not draw from each other's streams."""
 
     key = None
     _rng = None
@@ -54,7 +56,7 @@ class _SampleContext:
         if self.key is None:
             return np.random.default_rng()
         if self._rng is None:
-            self._rng = np.random.default_rng([int(k) for k in self.key])
+            self._rng = np.random.default_rng([int(k) % 2 ** 64 for k in self.key])  # seed=-1
         return self._rng
 
 
@@ -97,7 +99,7 @@ def fetch(dataset, indices, seed, epoch):
 def batch_plan(samples, collate_fn):
     if collate_fn is None:
         return collate.plan(samples)
-    return collate.plan_collated(collate_fn(samples))
+    return collate.plan_collated(collate.call(collate_fn, samples))
 
 
 def _die_with_parent(forked_by_main_thread):
@@ -153,6 +155,8 @@ class _Worker:
         worker_seed = int(np.random.SeedSequence([seed % 2 ** 64, epoch, self.id]).generate_state(1)[0])
         random.seed(worker_seed)
         np.random.seed(worker_seed)
+        pf_random.default_generator.manual_seed(worker_seed)  # pf.rand and friends (CPU only:
+        # a forked child must not touch CUDA)
         _worker_info = WorkerInfo(self.id, self.num_workers, worker_seed, self.dataset)
         if worker_init_fn is not None:
             try:
