@@ -22,8 +22,8 @@ import pytest
 
 import pipeflow as pf
 from pipeflow.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
-                           SequentialSampler, Subset, TensorDataset, get_worker_info,
-                           sample_generator)
+                           SequentialSampler, Subset, SubsetRandomSampler, TensorDataset,
+                           WeightedRandomSampler, get_worker_info, sample_generator)
 
 FORK = multiprocessing.get_context("fork")
 WAIT = 60  # the timeout of loaders with workers: a hang fails the test instead of the suite
@@ -934,7 +934,7 @@ def test_an_older_iterator_keeps_its_epoch_and_leaves_the_state_alone():
     pf_loader = loader(Augmented(), batch_size=4, shuffle=True, seed=11)
     old, new = iter(pf_loader), iter(pf_loader)  # old: epoch 0, left open; new: epoch 1
     assert_same([pf_np(b) for b in old], reference[0])
-    assert pf_loader.state_dict() == {"seed": 11, "epoch": 1, "batches_served": 0}
+    assert pf_loader.state_dict()["epoch"] == 1 and pf_loader.state_dict()["batches_served"] == 0
     assert_same(pf_np(next(new)), reference[1][0])
     assert pf_loader.state_dict()["batches_served"] == 1
 
@@ -1314,6 +1314,82 @@ def test_a_negative_seed_drives_the_sample_streams():
 def test_an_iterable_dataset_refuses_a_bad_batch_size(batch_size):
     with pytest.raises(ValueError, match="batch_size should be a positive integer"):
         loader(Stream("interleave", 20), batch_size=batch_size)
+
+
+class ByKey(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, key):
+        return repr(key)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_sampler_keys_reach_the_dataset_as_they_are(num_workers):
+    """torch hands each key a sampler yields to dataset[key]: strings, tuples, floats, and
+    strings that look like numbers are not converted."""
+    for keys in (["a", "b", "c"], [(1, 2), (3, 4), (5, 6, 7)], ["1", "2"], [0.5, 1.7],
+                 [True, False]):
+        got = pf_batches(ByKey(), batch_size=2, sampler=keys, num_workers=num_workers)
+        assert got == torch_batches(ByKey(), batch_size=2, sampler=keys), keys
+    subset_keys = ["x", "y", "z"]
+    got = pf_batches(ByKey(), batch_size=3, sampler=SubsetRandomSampler(subset_keys, seed=1),
+                     num_workers=num_workers)
+    assert sorted(got[0]) == sorted(map(repr, subset_keys))
+
+
+@pytest.mark.parametrize("make", ["subset", "weighted", "random"])
+def test_state_dict_keeps_the_seed_of_a_users_unseeded_sampler(make):
+    """A sampler made without seed= draws one: a loader resumed in a new process must
+    follow the old sampler's seed, or the 'remaining' batches repeat and skip samples."""
+    def build():
+        ds = Augmented(20)
+        sampler = {"subset": lambda: SubsetRandomSampler(range(20)),
+                   "weighted": lambda: WeightedRandomSampler([1.0] * 20, 20, replacement=False),
+                   "random": lambda: RandomSampler(ds)}[make]()
+        return loader(ds, batch_size=4, sampler=sampler, seed=7)
+
+    first = build()
+    it = iter(first)
+    seen = [pf_np(next(it)) for _ in range(2)]
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    rest = [pf_np(b) for b in it]
+    resumed = build()
+    resumed.load_state_dict(state)
+    assert_same([pf_np(b) for b in resumed], rest)
+    assert sorted(int(i) for _, lab in seen + rest for i in lab) == list(range(20))
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_subset_of_a_dataset_without_getitems_gives_each_sample_its_stream(batch_size):
+    """random_split's parts (Subsets) of a plain dataset: a sample's augmentation must not
+    depend on the batch size or on its place in the batch."""
+    ds = Augmented(8)
+    want = [pf_np(b) for b in loader(Subset(ds, range(8)), batch_size=1, seed=5)]
+    got = [pf_np(b) for b in loader(Subset(ds, range(8)), batch_size=batch_size, seed=5)]
+    assert_same(np.concatenate([x for x, _ in got]), np.concatenate([x for x, _ in want]))
+    assert not hasattr(Subset(ds, [0]), "__getitems__")
+    tensors = TensorDataset(pf.tensor(np.arange(6)))
+    assert Subset(tensors, [5, 0]).__getitems__([1, 0])[1][0].item() == 5  # still batched
+
+
+class RandomStream(IterableDataset):
+    def __iter__(self):
+        info = get_worker_info()
+        for _ in range(4):
+            yield np.array([info.id if info else 0, sample_generator().random()])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_datasets_draws_are_seeded_and_differ_between_workers(num_workers):
+    runs = [[pf_np(b) for b in loader(RandomStream(), batch_size=2, num_workers=num_workers,
+                                      seed=3)] for _ in range(2)]
+    assert_same(runs[0], runs[1])  # a function of the seed
+    draws = np.concatenate(runs[0])[:, 1]
+    assert len(set(draws.tolist())) == len(draws), "workers or batches drew the same numbers"
+    other = [pf_np(b) for b in loader(RandomStream(), batch_size=2, num_workers=num_workers,
+                                      seed=4)]
+    assert not np.array_equal(np.concatenate(other)[:, 1], draws)
 
 
 def test_the_loop_body_does_not_run_in_a_samples_random_stream():

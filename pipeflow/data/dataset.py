@@ -61,11 +61,14 @@ class Subset(Dataset):
             return self.dataset[[self.indices[i] for i in index]]
         return self.dataset[self.indices[index]]
 
-    def __getitems__(self, indices):
-        mapped = [self.indices[i] for i in indices]
-        if hasattr(self.dataset, "__getitems__"):
-            return self.dataset.__getitems__(mapped)
-        return [self.dataset[i] for i in mapped]
+    @property
+    def __getitems__(self):
+        """Only where the dataset fetches batches itself: otherwise the loader fetches each
+        sample on its own, with its own random stream."""
+        batched = getattr(self.dataset, "__getitems__", None)
+        if batched is None:
+            raise AttributeError(f"{type(self.dataset).__name__} has no __getitems__")
+        return lambda indices: batched([self.indices[i] for i in indices])
 
     def __len__(self):
         return len(self.indices)

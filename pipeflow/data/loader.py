@@ -116,20 +116,35 @@ class DataLoader:
 
     # --- resumable state ----------------------------------------------------------------
     def state_dict(self):
-        """{seed, epoch, batches served}: a new loader given this state continues with
-        exactly the remaining batches of the epoch (same order, same augmentations)."""
-        return {"seed": self.seed, "epoch": self.epoch, "batches_served": self._served}
+        """{seed, epoch, batches served} (and the sampler's own seed, e.g. of a user's
+        WeightedRandomSampler made without one): a new loader given this state continues
+        with exactly the remaining batches of the epoch (same order, same augmentations)."""
+        state = {"seed": self.seed, "epoch": self.epoch, "batches_served": self._served}
+        sampler = self._seeded_sampler()
+        if sampler is not None:
+            state["sampler_seed"] = sampler.seed
+        return state
 
     def load_state_dict(self, state):
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
         self._resume_at = self._served = int(state["batches_served"])
         self._epoch_open = False
-        if self._own_sampler:
+        sampler = self._seeded_sampler()
+        if sampler is not None and "sampler_seed" in state:
+            sampler.seed = int(state["sampler_seed"])
+        elif self._own_sampler:  # (a state saved before it held the sampler's seed)
             self.sampler.seed = self.seed
         if self._pool is not None and self.seed != getattr(self._pool, "seed", None):
             self._pool.shutdown()
 
     # --- iteration ------------------------------------------------------------------------
+    def _seeded_sampler(self):
+        """The (batch) sampler whose order comes from a seed of its own; None if none."""
+        for sampler in (self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+            if hasattr(sampler, "seed") and hasattr(sampler, "set_epoch"):
+                return sampler
+        return None
+
     def _sampler_epoch(self):
         """The epoch the (batch) sampler holds now; None where it has none to read."""
         sampler = self.batch_sampler
@@ -242,7 +257,7 @@ def _SingleProcess(loader, start):
     if _pin_device(loader) is not None:
         collate_fn = functools.partial(_collate_pinned, loader.collate_fn)
     if loader.iterable:
-        return _iterable_batches(loader, iter(loader.dataset), collate_fn)
+        return _iterable_batches(loader, iter(loader.dataset), loader.epoch, collate_fn)
     return _fetched_batches(loader, loader._batch_indices(start), start, loader.epoch,
                             collate_fn)
 
@@ -268,10 +283,14 @@ def _collate_pinned(collate_fn, samples):
     return collate_module.assemble(node, iter(arrays))
 
 
-def _iterable_batches(loader, items, collate_fn):
+def _iterable_batches(loader, items, epoch, collate_fn):
     size = 1 if loader.batch_size is None else loader.batch_size
-    while True:
-        chunk = list(itertools.islice(items, size))
+    for n in itertools.count():
+        worker.sample_context.set_stream(loader.seed, epoch, 0, n)
+        try:
+            chunk = list(itertools.islice(items, size))
+        finally:
+            worker.sample_context.key = None
         if not chunk or (loader.drop_last and len(chunk) < size):
             return
         yield collate_fn(chunk)

@@ -28,14 +28,28 @@ def _is_positive_int(value):
         and value > 0
 
 
+def _keys(indices):
+    """An epoch's indices as an array: int64 where all are integers (BatchSampler slices it
+    with no Python loop per index), else the keys as given, in an object array (a dataset
+    may be indexed by strings or tuples, as in torch: nothing is converted)."""
+    keys = list(indices)
+    try:
+        ints = np.array(keys)
+    except ValueError:  # ragged: tuples of different lengths
+        ints = None
+    if ints is not None and ints.ndim == 1 and ints.dtype.kind in "iu" or not keys:
+        return np.asarray(keys, np.int64)
+    return np.fromiter(keys, object, len(keys))
+
+
 class Sampler:
     def __iter__(self):
         return iter(self.order().tolist())
 
     def order(self):
-        """The epoch's indices as an int64 array (BatchSampler slices it: no Python loop
-        per index). Samplers define this, or __iter__."""
-        return np.fromiter(iter(self), np.int64)
+        """The epoch's indices as an array (see _keys). Samplers define this, or
+        __iter__."""
+        return _keys(iter(self))
 
     def set_epoch(self, epoch):
         """Samplers whose order depends on the epoch override this."""
@@ -246,7 +260,7 @@ class BatchSampler(Sampler):
         """The order is drawn now, not at the first batch: an iterator keeps the epoch it
         was made in, even if set_epoch is called before it starts."""
         order = self.sampler.order() if isinstance(self.sampler, Sampler) else \
-            np.fromiter(iter(self.sampler), np.int64)
+            _keys(self.sampler)
         return self._batches(order)
 
     def _batches(self, order):

@@ -52,6 +52,11 @@ class _SampleContext(threading.local):
         """For collate_fn: a stream per batch, apart from every sample's."""
         self.set(seed, epoch, BATCH_STREAMS + batch_id)
 
+    def set_stream(self, seed, epoch, worker_id, batch_n):
+        """For an IterableDataset, whose samples have no index: a stream per batch that a
+        worker draws (worker 0 without workers)."""
+        self.key, self._rng = (seed, epoch, ITERABLE_STREAMS + worker_id, batch_n), None
+
     def generator(self):
         if self.key is None:
             return np.random.default_rng()
@@ -62,6 +67,7 @@ class _SampleContext(threading.local):
 
 sample_context = _SampleContext()
 BATCH_STREAMS = 2 ** 62  # batch streams' keys, far from any sample index
+ITERABLE_STREAMS = 2 ** 63  # and those of an IterableDataset's batches
 
 
 def sample_generator():
@@ -229,6 +235,7 @@ class _Worker:
                 return
             try:
                 if task is None:
+                    sample_context.set_stream(seed, epoch, self.id, n)
                     samples = list(itertools.islice(stream, size))
                     if not samples or (drop_last and len(samples) < size):
                         self._give_back(slot)
