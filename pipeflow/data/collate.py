@@ -177,14 +177,7 @@ class _Rebuild:
 
     def build(self, children):
         if isinstance(children, dict):
-            if self.template is not None:  # torch: a copy of the sample's mapping, updated
-                built = copy.copy(self.template)
-                built.update(children)
-                return built
-            try:
-                return self.kind(children)  # keep the mapping's type where it can be rebuilt
-            except TypeError:
-                return children
+            return _mapping_like(self.kind, self.template, children)
         if hasattr(self.kind, "_fields"):
             return self.kind(*children)
         if self.kind is tuple:  # PyTorch returns tuples of samples as lists
@@ -193,6 +186,20 @@ class _Rebuild:
             return self.kind(children)
         except TypeError:
             return list(children)
+
+
+def _mapping_like(kind, template, items):
+    """`items` in a mapping of the samples' type, as torch rebuilds one: a copy of
+    `template` (a mutable mapping of that type, e.g. a defaultdict with its factory),
+    updated; else `kind(items)` where the type takes a dict, else the dict."""
+    if template is not None:
+        built = copy.copy(template)
+        built.update(items)
+        return built
+    try:
+        return kind(items)
+    except TypeError:
+        return items
 
 
 def stacks(node):
@@ -272,15 +279,9 @@ def default_convert(sample):
     if isinstance(sample, (np.ndarray, np.generic)) and sample.dtype.kind not in "OUS":
         return Tensor._wrap(np.asarray(sample))
     if isinstance(sample, collections.abc.Mapping):
-        converted = {k: default_convert(v) for k, v in sample.items()}
-        if isinstance(sample, collections.abc.MutableMapping):  # as torch: a copy, updated
-            clone = copy.copy(sample)
-            clone.update(converted)
-            return clone
-        try:
-            return type(sample)(converted)
-        except TypeError:
-            return converted
+        template = sample if isinstance(sample, collections.abc.MutableMapping) else None
+        return _mapping_like(type(sample), template,
+                             {k: default_convert(v) for k, v in sample.items()})
     if isinstance(sample, tuple) and hasattr(sample, "_fields"):
         return type(sample)(*(default_convert(v) for v in sample))
     if isinstance(sample, (tuple, list)):  # tuples come back as lists, as in PyTorch

@@ -187,6 +187,8 @@ class DataLoader:
         with _spare_rings:
             ring, self._spare_ring = self._spare_ring, None
         if ring is None:
+            # The batch in use while the next one is fetched holds a slot too: one more
+            # each, so that prefetch_factor batches are always on their way
             return Ring(self.num_workers, self.prefetch_factor + 1, _pin_device(self))
         ring.renew()
         return ring
@@ -371,7 +373,7 @@ class _WorkerPool:
                                          loader.collate_fn, loader.seed, loader.worker_init_fn,
                                          parent, forked_by_main_thread, loader.epoch,
                                          shares[wid], ring.for_worker(wid), Ring.SLOT_CAP,
-                                         loader.prefetch_factor + 1))
+                                         ring.slots_each))
                 proc.start()
                 theirs.close()
                 self.procs.append(proc)

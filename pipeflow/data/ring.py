@@ -22,6 +22,7 @@ class Ring:
 
     def __init__(self, num_workers, slots_each, pin_device):
         self.pin_device = pin_device  # the device slots are page-locked for; None: pageable
+        self.slots_each = slots_each  # what each worker starts with
         self.blocks = {}  # (worker, slot) -> shared.Block, once the worker has written it
         self.flag_blocks, self.credits = [], []
         try:
