@@ -1,4 +1,4 @@
-"""DataLoader throughput, pipeflow vs torch, side by side in one process tree.
+"""DataLoader throughput, pipeflow vs torch, side by side in one run.
 
 1. Small samples: 60,000 in-memory 28x28 uint8 images + int64 labels (TensorDataset),
    batch 256, shuffle, workers 0 and 2. Target: pipeflow >= 10x torch's samples/s.
@@ -9,8 +9,8 @@
    workers; torchvision is re-implemented here with PIL + torch ops, since it is not
    installed); pipeflow returns uint8 HWC samples (decoded by libjpeg-turbo, with DCT
    scaling where the crop is shrunk a lot) and converts/normalises the whole uint8 batch
-   after it arrives, on the batch's device (pipeflow.transforms.to_float_nchw). Targets: >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one
-   process's rate of pipeflow's decode + crop + flip to uint8 in a plain loop.
+   after it arrives, on the batch's device (pipeflow.transforms.to_float_nchw). Targets:
+   >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one process's rate of pipeflow's decode + crop + flip to uint8 in a plain loop.
 3. Loader state: time to the first batch (from iterator creation) and peak memory: the
    maximum, over samples every 20 ms taken by a thread during the first pass, of the PSS
    (proportional set size, /proc/<pid>/smaps_rollup, so shared-memory slots are not counted
@@ -30,20 +30,21 @@ CuPy in the same run (target >= 90%), and worker scaling 1..16 on the JPEG case.
 Timing: every configuration runs `passes` full epochs (workers are started by each epoch,
 persistent_workers=False on both sides); pass 1 measures the first batch and memory, the
 reported samples/s is the median over the later passes. The two libraries alternate per
-configuration.
+configuration, and each configuration runs in a new process (spawned) that imports only
+its own library (pipeflow's side never imports torch, torch's never pipeflow), as a user's
+program would: workers are forked from that process, whose size sets the fork's cost.
 Usage: python scripts/bench_loader.py [--quick] [--passes N] [--cases small,jpeg,storage,gpu]
 """
 import argparse
-import glob
 import io
-import math
+import multiprocessing
 import os
 import shutil
 import statistics
 import tarfile
 import tempfile
-import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import simplejpeg
@@ -51,203 +52,49 @@ from PIL import Image
 
 import pipeflow as pf
 import pipeflow.datasets  # noqa: F401  (pf.datasets)
+from bench_loader_common import CIFAR_TAR, MEAN, SIZE, STD, crop_params, image_files, \
+    run_loader, small_data
 from pipeflow.data import worker as pf_worker
 
-try:
-    import torch
-    import torch.utils.data as tdata
-except ImportError:
-    raise SystemExit("this benchmark compares against torch: pip install torch==2.13.0")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-IMAGE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "imagenet-samples"))
-CIFAR_TAR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data",
-                                          "cifar10-jpeg-train.tar.gz"))
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-SIZE = 224
-SCALE = (0.08, 1.0)
-RATIO = (3 / 4, 4 / 3)
+def isolated(job, *args):
+    """job(*args), run in a new process that imports only its side's library (torch jobs
+    live in bench_loader_torch), as a user's program would: a loader's workers are forked
+    from that process, and forking a process that holds torch (~200 MB) costs pipeflow's
+    workers milliseconds per epoch that no pipeflow user pays."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_as_a_program, multiprocessing.get_start_method(), job,
+                           args).result()
 
 
-# --- memory of the process tree ---------------------------------------------------------
-def _tree_pids(root):
-    parents = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    stat = f.read()
-                parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(
-                    int(name))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(parents.get(pid, ()))
-    return out
+def _as_a_program(start_method, job, args):
+    """job(*args) with the start method a program gets by default (a spawned process
+    inherits "spawn", under which torch would start its workers)."""
+    multiprocessing.set_start_method(start_method, force=True)
+    return job(*args)
 
 
-def tree_pss():
-    """Bytes of PSS summed over this process and its descendants."""
-    total = 0
-    for pid in _tree_pids(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-    return total
-
-
-class PeakMemory:
-    """Peak of tree_pss() sampled by a thread, above the value at the start."""
-
-    def __init__(self, interval=0.02):
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        self.base = self.peak = tree_pss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, tree_pss())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_pss())
-
-    @property
-    def delta_mib(self):
-        return (self.peak - self.base) / 2 ** 20
-
-
-# --- timing a loader --------------------------------------------------------------------
-def run_loader(make, passes, consume=None, sync=None):
-    """(samples/s median over passes 2.., first-batch seconds, peak MiB over baseline)."""
-    rates, first, peak = [], None, None
-    with PeakMemory() as mem:
-        loader = make()
-        start = time.perf_counter()
-        it = iter(loader)
-        n = _drain(it, consume, sync, on_first=lambda: time.perf_counter() - start)
-        first = n[1]
-    peak = mem.delta_mib
-    for _ in range(passes - 1):
-        start = time.perf_counter()
-        count, _ = _drain(iter(loader), consume, sync)
-        rates.append(count / (time.perf_counter() - start))
-    if not rates:
-        rates.append(n[0] / (time.perf_counter() - start))
-    del loader
-    return statistics.median(rates), first, peak
-
-
-def _drain(it, consume, sync, on_first=None):
-    count, first = 0, None
-    for batch in it:
-        if consume is not None:
-            batch = consume(batch)
-        if first is None and on_first is not None:
-            if sync is not None:
-                sync()
-            first = on_first()
-        count += len(batch[1])
-    if sync is not None:
-        sync()
-    return count, first
-
+def torch_side():
+    try:
+        import bench_loader_torch
+    except ImportError:
+        raise SystemExit("this benchmark compares against torch: pip install torch==2.13.0")
+    return bench_loader_torch
 
 # --- case 1: small in-memory samples ------------------------------------------------------
+def small(n, workers, passes):
+    images, labels = small_data(n)
+    ds = pf.data.TensorDataset(pf.tensor(images), pf.tensor(labels))
+    return run_loader(lambda: pf.data.DataLoader(ds, batch_size=256, shuffle=True,
+                                                 num_workers=workers, seed=0), passes)
+
+
 def small_case(n, workers, passes):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n).astype(np.int64)
-    pf_ds = pf.data.TensorDataset(pf.tensor(images), pf.tensor(labels))
-    th_ds = tdata.TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
-    rows = []
-    for w in workers:
-        pf_r = run_loader(lambda: pf.data.DataLoader(pf_ds, batch_size=256, shuffle=True,
-                                                     num_workers=w, seed=0), passes)
-        th_r = run_loader(lambda: tdata.DataLoader(th_ds, batch_size=256, shuffle=True,
-                                                   num_workers=w), passes)
-        rows.append(("28x28 uint8, batch 256", w, pf_r, th_r, None))
-    return rows
+    return [("28x28 uint8, batch 256", w, isolated(small, n, w, passes),
+             isolated(torch_side().small, n, w, passes)) for w in workers]
 
 
 # --- case 2: JPEGs --------------------------------------------------------------------------
-def image_files():
-    files = sorted(glob.glob(os.path.join(IMAGE_DIR, "*.JPEG")))
-    if not files:
-        raise SystemExit(f"no images in {IMAGE_DIR}: the JPEG case needs ../shared/data")
-    return files
-
-
-def crop_params(width, height, uniform, randint):
-    """torchvision's RandomResizedCrop.get_params: (top, left, h, w)."""
-    area = height * width
-    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
-    for _ in range(10):
-        target_area = area * uniform(SCALE[0], SCALE[1])
-        aspect_ratio = math.exp(uniform(log_ratio[0], log_ratio[1]))
-        w = int(round(math.sqrt(target_area * aspect_ratio)))
-        h = int(round(math.sqrt(target_area / aspect_ratio)))
-        if 0 < w <= width and 0 < h <= height:
-            return randint(0, height - h + 1), randint(0, width - w + 1), h, w
-    in_ratio = float(width) / float(height)  # fallback: central crop
-    if in_ratio < min(RATIO):
-        w = width
-        h = int(round(w / min(RATIO)))
-    elif in_ratio > max(RATIO):
-        h = height
-        w = int(round(h * max(RATIO)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-class TorchJPEGs(tdata.Dataset):
-    """torchvision's ImageNet training recipe: pil_loader, RandomResizedCrop(224),
-    RandomHorizontalFlip(), ToTensor(), Normalize(mean, std)."""
-
-    def __init__(self, files, n):
-        self.files, self.n = files, n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, index):
-        k = index % len(self.files)
-        with open(self.files[k], "rb") as f:  # torchvision.datasets.folder.pil_loader
-            img = Image.open(f).convert("RGB")
-        # RandomResizedCrop.get_params draws from torch's generator
-        top, left, h, w = crop_params(
-            img.width, img.height,
-            lambda a, b: torch.empty(1).uniform_(a, b).item(),
-            lambda a, b: torch.randint(a, b, size=(1,)).item())
-        img = img.resize((SIZE, SIZE), Image.BILINEAR, box=(left, top, left + w, top + h))
-        if torch.rand(1) < 0.5:  # RandomHorizontalFlip
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        t = torch.from_numpy(np.array(img, np.uint8, copy=True))  # ToTensor
-        t = t.view(img.size[1], img.size[0], 3).permute((2, 0, 1)).contiguous()
-        t = t.to(dtype=torch.get_default_dtype()).div(255)
-        t = t.clone()  # Normalize(inplace=False)
-        mean = torch.as_tensor(MEAN, dtype=t.dtype)
-        std = torch.as_tensor(STD, dtype=t.dtype)
-        t.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
-        return t, k
-
-
 class PipeflowJPEGs(pf.data.Dataset):
     """Decode (libjpeg-turbo, with DCT scaling when the crop is shrunk by 2x or more) +
     RandomResizedCrop + flip, drawn from the sample's own generator, to a uint8 HWC array."""
@@ -312,7 +159,8 @@ def ceiling_rate(files, count, passes=3):
 def check_same_output(files):
     """Both pipelines end in the same kind of batch (shape, dtype, value range)."""
     pf_b = normalise(next(iter(pf.data.DataLoader(PipeflowJPEGs(files, 8), batch_size=8))))
-    th_b = next(iter(tdata.DataLoader(TorchJPEGs(files, 8), batch_size=8)))
+    th = torch_side()
+    th_b = next(iter(th.tdata.DataLoader(th.TorchJPEGs(files, 8), batch_size=8)))
     a, b = pf_b[0].numpy(), th_b[0].numpy()
     assert a.shape == b.shape == (8, 3, SIZE, SIZE) and a.dtype == b.dtype == np.float32, \
         (a.shape, a.dtype, b.shape, b.dtype)
@@ -320,102 +168,35 @@ def check_same_output(files):
     img = Image.open(files[0]).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
     arr = np.asarray(img)[None]
     ours = normalise((pf.tensor(arr), pf.tensor(np.zeros(1, np.int64))))[0].numpy()
+    torch = th.torch
     theirs = ((torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
                - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1))
     assert np.allclose(ours, theirs.numpy(), atol=1e-5), abs(ours - theirs.numpy()).max()
 
 
-def jpeg_case(files, n, workers, passes, device=None, pin=False):
-    pf_ds, th_ds = PipeflowJPEGs(files, n), TorchJPEGs(files, n)
+def jpeg(files, n, workers, passes, device=None, pin=False):
+    ds = PipeflowJPEGs(files, n)
     sync = None
     if device is not None and device.startswith("cuda"):
         sync = lambda: pf.backend.cupy.cuda.get_current_stream().synchronize()  # noqa: E731
-    rows = []
-    for w in workers:
-        pf_r = run_loader(lambda: pf.data.DataLoader(pf_ds, batch_size=64, shuffle=True,
-                                                     num_workers=w, seed=0, device=device,
-                                                     pin_memory=pin),
-                          passes, consume=normalise, sync=sync)
-        th_r = run_loader(lambda: tdata.DataLoader(th_ds, batch_size=64, shuffle=True,
-                                                   num_workers=w), passes)
-        rows.append(("JPEG 224, batch 64" + (f" ({device})" if device else ""), w, pf_r, th_r))
-    return rows
+    return run_loader(lambda: pf.data.DataLoader(ds, batch_size=64, shuffle=True,
+                                                 num_workers=workers, seed=0, device=device,
+                                                 pin_memory=pin),
+                      passes, consume=normalise, sync=sync)
+
+
+def jpeg_case(files, n, workers, passes, device=None, pin=False):
+    return [("JPEG 224, batch 64" + (f" ({device})" if device else ""), w,
+             isolated(jpeg, files, n, w, passes, device, pin),
+             isolated(torch_side().jpeg, files, n, w, passes)) for w in workers]
 
 
 # --- case 4: Arrow shards vs ImageFolder (CIFAR-10 JPEGs) ----------------------------------
-def _folder_samples(root):
-    """(path, class index) of root/<class>/<file>, sorted (torchvision's make_dataset)."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    return [(os.path.join(root, c, f), i) for i, c in enumerate(classes)
-            for f in sorted(os.listdir(os.path.join(root, c)))]
-
-
 def _rgb_array(path):
     """pipeflow's ImageFolder loader in array form: the uint8 HWC pixels, decoded by
     libjpeg-turbo (pipeflow.transforms.decode_rgb_array)."""
     with open(path, "rb") as f:
         return pf.transforms.decode_rgb_array(f.read())
-
-
-class TorchImageFolder(tdata.Dataset):
-    """torchvision's ImageFolder with pil_loader, the image as a uint8 HWC array (made a
-    tensor by default_collate)."""
-
-    def __init__(self, root):
-        self.samples = _folder_samples(root)
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        path, target = self.samples[index]
-        with open(path, "rb") as f:
-            img = Image.open(f).convert("RGB")
-        return np.array(img), target  # a writable copy: default_collate -> torch tensor
-
-
-class TorchArrowShards(tdata.Dataset):
-    """The Arrow shards read with pyarrow in a torch Dataset: every shard memory-mapped
-    (again in each worker), one image's bytes located and decoded per __getitem__."""
-
-    def __init__(self, root):
-        import json
-        with open(os.path.join(root, "manifest.json")) as f:
-            self.files = [os.path.join(root, e["file"]) for e in json.load(f)["shards"]]
-        self._chunks = None
-        self._open()
-        self.targets = np.concatenate([c.column("label").to_numpy() for c in self._chunks])
-
-    def _open(self):
-        import pyarrow as pa
-        import pyarrow.ipc as ipc
-        self._maps, self._chunks, starts, total = [], [], [], 0
-        for path in self.files:
-            source = pa.memory_map(path, "r")
-            reader = ipc.open_file(source)
-            for b in range(reader.num_record_batches):
-                batch = reader.get_batch(b)
-                self._chunks.append(batch)
-                starts.append(total)
-                total += len(batch)
-            self._maps.append(source)
-        self._starts, self._length = np.asarray(starts), total
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_maps"] = state["_chunks"] = None
-        return state
-
-    def __len__(self):
-        return self._length
-
-    def __getitem__(self, index):
-        if self._chunks is None:
-            self._open()
-        b = int(np.searchsorted(self._starts, index, side="right") - 1)
-        data = self._chunks[b].column("image")[index - int(self._starts[b])].as_py()
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-        return np.array(img), int(self.targets[index])
 
 
 def storage_setup(tmp, per_class=None):
@@ -443,42 +224,46 @@ def storage_setup(tmp, per_class=None):
     return folder, shards_dir, t_extract, time.perf_counter() - start
 
 
-def check_same_samples(pf_shards, pf_folder, th_folder, th_shards):
+def storage_datasets(folder, shards):
+    return {"pf-shards": pf.datasets.ArrowShards(shards, loader=pf.transforms.decode_rgb_array),
+            "pf-folder": pf.datasets.ImageFolder(folder, loader=_rgb_array)}
+
+
+def storage(name, folder, shards, workers, passes):
+    ds = storage_datasets(folder, shards)[name]
+    return run_loader(lambda: pf.data.DataLoader(ds, batch_size=256, shuffle=True,
+                                                 num_workers=workers, seed=0), passes)
+
+
+def check_same_samples(datasets):
     """All four datasets give the same uint8 32x32x3 image and label for the same index."""
+    th_folder = datasets["th-folder"]
     for i in (0, len(th_folder) // 2, len(th_folder) - 1):
         ref_img, ref_label = th_folder[i]
-        for img, label in (pf_shards[i], pf_folder[i], th_shards[i]):
+        for name in ("pf-shards", "pf-folder", "th-shards"):
+            img, label = datasets[name][i]
             img = np.asarray(img)
             assert img.dtype == np.uint8 and img.shape == (32, 32, 3) == ref_img.shape, \
-                (img.dtype, img.shape)
-            assert np.array_equal(img, ref_img) and int(label) == int(ref_label), i
+                (name, img.dtype, img.shape)
+            assert np.array_equal(img, ref_img) and int(label) == int(ref_label), (name, i)
 
 
 def storage_case(workers, passes, per_class=None):
     """Rows (workers, {name: (rate, first, peak)}), the sample count and the setup times."""
     tmp = tempfile.mkdtemp(prefix="bench-loader-cifar-")
     try:
-        folder, shards_dir, t_extract, t_pre = storage_setup(tmp, per_class)
-        datasets = {
-            "pf-shards": pf.datasets.ArrowShards(shards_dir,
-                                                 loader=pf.transforms.decode_rgb_array),
-            "pf-folder": pf.datasets.ImageFolder(folder, loader=_rgb_array),
-            "th-folder": TorchImageFolder(folder),
-            "th-shards": TorchArrowShards(shards_dir),
-        }
-        check_same_samples(*datasets.values())
+        folder, shards, t_extract, t_pre = storage_setup(tmp, per_class)
+        th = torch_side()
+        datasets = {**storage_datasets(folder, shards), **th.storage_datasets(folder, shards)}
+        check_same_samples(datasets)
         n = len(datasets["th-folder"])
+        del datasets
         rows = []
         for w in workers:
             res = {}
-            for name, ds in datasets.items():
-                if name.startswith("pf"):
-                    make = lambda: pf.data.DataLoader(ds, batch_size=256, shuffle=True,  # noqa: E731
-                                                      num_workers=w, seed=0)
-                else:
-                    make = lambda: tdata.DataLoader(ds, batch_size=256, shuffle=True,  # noqa: E731
-                                                    num_workers=w)
-                res[name] = run_loader(make, passes)
+            for name in ("pf-shards", "pf-folder", "th-folder", "th-shards"):
+                job = storage if name.startswith("pf") else th.storage
+                res[name] = isolated(job, name, folder, shards, w, passes)
             rows.append((w, res))
         return rows, n, t_extract, t_pre
     finally:
@@ -533,7 +318,7 @@ def pinned_bandwidth(nbytes, repeats=20):
     return nbytes / statistics.median(times[3:])
 
 
-def h2d_case(n, batch, workers, passes):
+def h2d(n, batch, workers, passes):
     """Throughput of loader batches arriving on the GPU (uint8 224x224x3 images already in
     memory, so the workers only gather rows), in bytes/s, and the pinned bandwidth. The
     workers persist, so the ring is allocated and pinned once, in the first pass, which
@@ -583,7 +368,7 @@ def main():
     cuda = pf.cuda.is_available()
 
     rows = small_case(n_small, (0, 2), passes) if "small" in cases else []
-    one = ceiling_rate(files, 100 if args.quick else 250)
+    one = isolated(ceiling_rate, files, 100 if args.quick else 250)
     jpeg_rows = jpeg_case(files, n_jpeg, (0, 2), passes, device="cuda" if cuda else None,
                           pin=cuda) if "jpeg" in cases else []
     ceilings = {(case, w): max(w, 1) * one for case, w, _, _ in jpeg_rows}
@@ -591,7 +376,7 @@ def main():
     rows = [r[:4] for r in rows]
 
     print(f"\nDataLoader throughput, samples/s (median of passes 2..{passes}); "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+          f"{os.cpu_count()} CPUs, torch threads {torch_side().torch.get_num_threads()}")
     print(f"small: {n_small:,} samples; JPEG: {len(files)} photos cycled to {n_jpeg:,}; "
           f"ceiling (one process, decode+crop+flip to uint8, plain loop) = {one:,.1f} samples/s"
           f" x max(workers, 1)\n")
@@ -623,7 +408,7 @@ def main():
               "(H2D throughput vs pinned bandwidth, worker scaling 1..16).")
         return
     n_h2d = 2048 if args.quick else 8192
-    got, peak = h2d_case(n_h2d, 256, min(8, os.cpu_count() or 1), max(passes, 5))
+    got, peak = isolated(h2d, n_h2d, 256, min(8, os.cpu_count() or 1), max(passes, 5))
     print(f"\nH2D: loader batches (uint8 256x224x224x3, device='cuda', pin_memory=True) "
           f"{got / 1e9:.2f} GB/s vs pinned bandwidth (CuPy) {peak / 1e9:.2f} GB/s = "
           f"{100 * got / peak:.0f}% (target >= 90%: {'OK' if got >= 0.9 * peak else 'MISSED'})")
