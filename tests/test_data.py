@@ -1,5 +1,6 @@
 """The single-process data path: datasets, samplers, collation, DataLoader."""
 import collections
+import itertools
 
 import numpy as np
 import pytest
@@ -48,6 +49,36 @@ def test_random_sampler_is_a_function_of_seed_and_epoch():
     a.set_epoch(1)
     assert list(a) == list(b)
     assert len(list(RandomSampler(ds, replacement=True, num_samples=80, seed=1))) == 80
+
+
+def test_random_sampler_without_replacement_repeats_whole_permutations():
+    ds = dataset(10)
+    order = list(RandomSampler(ds, num_samples=25, seed=3))
+    assert [sorted(order[k:k + 10]) for k in (0, 10)] == [list(range(10))] * 2
+    assert len(set(order[20:])) == 5 and order[:10] != order[10:20]
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_random_sampler_with_a_huge_num_samples_draws_as_it_is_read(replacement):
+    """num_samples=10**12 (torch's "endless" idiom) is drawn in pieces as the sampler is
+    read, and in batches by BatchSampler, instead of eight terabytes up front."""
+    from pipeflow.data.sampler import DRAW_WHOLE_UP_TO
+    ds = dataset(10)
+    sampler = RandomSampler(ds, replacement=replacement, num_samples=10 ** 12, seed=3)
+    head = list(itertools.islice(iter(sampler), 3 * 2 ** 16 + 5))  # over several pieces
+    assert len(head) == 3 * 2 ** 16 + 5 and set(head) == set(range(10))
+    assert all(type(i) is int for i in head[:100])
+    assert head == list(itertools.islice(iter(sampler), len(head)))  # seeded
+    if not replacement:
+        assert all(sorted(head[k:k + 10]) == list(range(10)) for k in range(0, 1000, 10))
+    batches = BatchSampler(sampler, 7, drop_last=False)
+    assert len(batches) == -(-10 ** 12 // 7)
+    got = list(itertools.islice(iter(batches), 5))
+    assert got == [head[k:k + 7] for k in range(0, 35, 7)]
+    # up to the limit, the epoch is drawn at once, and reading it gives the same order
+    small = RandomSampler(ds, replacement=replacement, num_samples=DRAW_WHOLE_UP_TO // 2 ** 10,
+                          seed=3)
+    assert list(small) == small.order().tolist()
 
 
 def test_batch_sampler_drop_last():

@@ -6,6 +6,7 @@ generator shuffles, resumable state (state_dict / load_state_dict) and argument 
 Worker crashes, timeouts and leaks are tested in test_loader_failures.py."""
 import collections
 import functools
+import itertools
 import multiprocessing
 import os
 import pathlib
@@ -1430,3 +1431,95 @@ def test_a_samplers_epoch_set_by_the_user_is_followed(num_workers):
     assert [i for (b,) in pf_loader for i in b.tolist()] == order_of(6)
     sampler.set_epoch(2)
     assert [i for (b,) in pf_loader for i in b.tolist()] == order_of(2)
+
+
+# --- samplers that never end, or whose length is wrong -------------------------------------
+class Endless(pf.data.Sampler):
+    """torch's idiom for step-based training: a sampler with no length that never ends
+    (seeded by (seed, epoch), so every pass is reproducible)."""
+
+    def __init__(self, n, seed=5):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        while True:
+            yield int(rng.integers(self.n))
+
+
+def endless_draws(n, epoch, count):
+    return list(itertools.islice(iter(_with_epoch(Endless(n), epoch)), count))
+
+
+def _with_epoch(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+@pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
+def test_an_endless_sampler_streams_batches_to_the_workers(num_workers, persistent):
+    """The epoch's order can't be drawn up front: it is dealt to the workers as batches are
+    used, over many deals (100 batches of 4), with the same augmentations as in the main
+    process. A loop that stops ends the epoch; the next iterator runs the next one."""
+    def make(**kw):
+        return loader(Augmented(50), batch_size=4, sampler=Endless(50), seed=2, **kw)
+
+    reference = make()
+    want = [[pf_np(b) for b in itertools.islice(reference, 100)] for _ in range(2)]
+    for epoch in (0, 1):
+        assert [int(i) for _, lab in want[epoch] for i in lab] == endless_draws(50, epoch, 400)
+    pf_loader = make(num_workers=num_workers, persistent_workers=persistent)
+    with pytest.raises(TypeError):
+        len(pf_loader)
+    assert_same([pf_np(b) for b in itertools.islice(pf_loader, 100)], want[0], "epoch 0")
+    assert pf_loader.state_dict()["batches_served"] == 100
+    assert_same([pf_np(b) for b in itertools.islice(pf_loader, 100)], want[1], "epoch 1")
+
+    # resumed in a new loader: the rest of the epoch, exactly
+    first = make(num_workers=num_workers)
+    it = iter(first)
+    for _ in range(30):
+        next(it)
+    resumed = make(num_workers=num_workers)
+    resumed.load_state_dict(first.state_dict())
+    del it, first
+    assert_same([pf_np(b) for b in itertools.islice(resumed, 50)], want[0][30:80], "resumed")
+
+
+class Misreported:
+    """A batch sampler whose __len__ is wrong: torch reads it to its end whatever its
+    length says, and so must a loader that deals whole epochs by their length."""
+
+    def __init__(self, batches, claimed):
+        self.batches, self.claimed = batches, claimed
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return self.claimed
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("claimed", [3, 40])
+def test_a_batch_sampler_is_read_to_its_end_whatever_its_length_says(num_workers, claimed):
+    batches = [[i, i + 1] for i in range(0, 20, 2)]
+    pf_loader = loader(Samples(20), batch_sampler=Misreported(batches, claimed),
+                       num_workers=num_workers)
+    for _ in range(2):
+        assert [b[1].tolist() for b in pf_loader] == batches
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_endless_random_sampler_idiom(num_workers):
+    """RandomSampler(replacement=True, num_samples=huge): torch draws it as it goes; drawing
+    the epoch up front would take terabytes."""
+    ds = Samples(20)
+    sampler = RandomSampler(ds, replacement=True, num_samples=10 ** 12, seed=4)
+    pf_loader = loader(ds, sampler=sampler, batch_size=5, num_workers=num_workers)
+    assert len(pf_loader) == 2 * 10 ** 11
+    got = [b[1].tolist() for b in itertools.islice(pf_loader, 60)]
+    assert [i for b in got for i in b] == list(itertools.islice(iter(sampler), 300))

@@ -168,7 +168,7 @@ class DataLoader:
         if self.num_workers == 0:
             batches = _SingleProcess(self, start)
         else:  # each iterator has its own workers, unless they persist across epochs
-            order = None if self.iterable else list(enumerate(self._batch_indices(start), start))
+            order = None if self.iterable else _Dealer(self, start)
             shares = _shares(self, order)
             pool = self._pool if self.persistent_workers else None
             if pool is None or not pool.alive() or pool.busy:
@@ -310,15 +310,49 @@ def _pin_device(loader):
 
 
 def _shares(loader, order):
-    """Each worker's part of an epoch: of an indexed dataset's (batch id, indices) `order`,
-    the batches whose id is the worker's modulo num_workers; of an IterableDataset, a
-    request to stream."""
-    n = loader.num_workers
+    """Each worker's first task message of an epoch: of an indexed dataset, its part of the
+    `order`'s first deal; of an IterableDataset, a request to stream."""
     if order is None:
         size = 1 if loader.batch_size is None else loader.batch_size
-        return [("stream", size, loader.drop_last)] * n
-    start = order[0][0] if order else 0
-    return [order[(wid - start) % n::n] for wid in range(n)]
+        return [("stream", size, loader.drop_last)] * loader.num_workers
+    return order.deal(order.first)
+
+
+class _Dealer:
+    """Deals an epoch's (batch id, indices) to the workers, batch b to worker b % n. An epoch
+    of known, bounded length goes out whole with the workers' first message (no message
+    per batch); one without a length, such as an endless sampler's, is dealt `chunk`
+    batches per worker at a time, as they are used, so its first batch comes at once."""
+
+    DEAL_WHOLE_UP_TO = 2 ** 16  # batches
+    CHUNK = 16                  # batches per worker, when streaming
+
+    def __init__(self, loader, start):
+        self.n, self.start = loader.num_workers, start
+        self.order = enumerate(loader._batch_indices(start), start)
+        self.next = next(self.order, None)  # drawn ahead: the last deal says there are no more
+        self.end = start  # the first batch id not dealt yet
+        self.chunk = self.n * self.CHUNK
+        try:
+            left = len(loader.batch_sampler) - start
+        except TypeError:  # no length
+            left = None
+        self.first = left if left is not None and left <= self.DEAL_WHOLE_UP_TO else self.chunk
+
+    @property
+    def more(self):
+        return self.next is not None
+
+    def deal(self, count):
+        """The next `count` batches (fewer at the end), as each worker's message
+        ("tasks", its batches, whether more will follow)."""
+        batches = []
+        while self.next is not None and len(batches) < count:
+            batches.append(self.next)
+            self.next = next(self.order, None)
+        first, n = self.end, self.n
+        self.end += len(batches)
+        return [("tasks", batches[(wid - first) % n::n], self.more) for wid in range(n)]
 
 
 _EXHAUSTED = object()  # a worker's IterableDataset has no more batches
@@ -393,7 +427,7 @@ class _WorkerPool:
 
     def epoch(self, loader, order, shares):
         """A generator of the epoch's batches, in order, from the workers: an indexed
-        dataset's `order` of (batch id, indices), or an IterableDataset's streams. Each
+        dataset's, dealt by `order` (a _Dealer), or an IterableDataset's streams. Each
         worker's share is sent first, unless it was started with it (`shares` None)."""
         self.busy = True
         tasks = None if shares is None else [("epoch", loader.epoch, loader.seed, share)
@@ -411,14 +445,18 @@ class _WorkerPool:
 
     def _indexed_epoch(self, loader, order, tasks):
         n = self.num_workers
-        start = order[0][0] if order else 0
-        pending, ready, next_id, end = set(), {}, start, start + len(order)
+        pending, ready, next_id = set(range(order.start, order.end)), {}, order.start
         failed = True
         try:
             if tasks is not None:
                 self._send(tasks)
-            pending.update(batch_id for batch_id, _ in order)
-            while next_id < end:
+            while True:
+                if order.more and order.end - next_id < order.chunk:  # deal on, ahead of use
+                    dealt = order.end
+                    self._send(order.deal(order.chunk))
+                    pending.update(range(dealt, order.end))
+                if next_id == order.end:
+                    break
                 if next_id in ready:
                     batch = ready.pop(next_id)
                     if isinstance(batch, _Failure):
@@ -436,7 +474,7 @@ class _WorkerPool:
             raise
         finally:
             self.busy = False
-            self._end_epoch(loader, bool(pending), failed)
+            self._end_epoch(loader, bool(pending) or order.more, failed)
 
     def _iterable_epoch(self, loader, tasks):
         """Each worker streams its own copy of the dataset (shard it with

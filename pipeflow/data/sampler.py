@@ -1,5 +1,6 @@
 """Samplers: the order in which a loader visits a dataset. A shuffled order is a pure
 function of (seed, epoch), so a run is reproducible and resumable."""
+import itertools
 import math
 import os
 
@@ -21,6 +22,16 @@ def _epoch_rng(seed, epoch):
     # SeedSequence takes non-negative entropy only; torch's manual_seed takes negative seeds too
     return np.random.default_rng([seed % 2 ** 64 if seed < 0 else seed,
                                   epoch % 2 ** 64 if epoch < 0 else epoch])
+
+
+DRAW_WHOLE_UP_TO = 2 ** 24
+"""Indices of an epoch drawn at once (128 MiB as int64); a longer epoch, such as the "endless"
+RandomSampler(replacement=True, num_samples=10**12) idiom, is drawn as it is read."""
+
+
+def _drawn_whole(sampler):
+    """Whether BatchSampler draws the sampler's epoch up front (see DRAW_WHOLE_UP_TO)."""
+    return hasattr(sampler, "__len__") and len(sampler) <= DRAW_WHOLE_UP_TO
 
 
 def _is_positive_int(value):
@@ -85,14 +96,27 @@ class RandomSampler(Sampler):
         self.epoch = epoch
 
     def order(self):
+        return np.concatenate(list(self._draws())) if self.num_samples else np.zeros(0, np.int64)
+
+    def __iter__(self):
+        if self.num_samples <= DRAW_WHOLE_UP_TO:
+            return super().__iter__()
+        return (int(i) for draw in self._draws() for i in draw)
+
+    def _draws(self):
+        """The epoch's indices in pieces: with replacement, uniform draws (all at once up to
+        DRAW_WHOLE_UP_TO, else 65,536 at a time); without, successive permutations, the
+        last one cut."""
         n = len(self.data_source)
-        rng = _epoch_rng(self.seed, self.epoch)
-        if self.replacement:
-            return rng.integers(0, n, self.num_samples, dtype=np.int64)
-        reps = -(-self.num_samples // n) if n else 0
-        if not reps:
-            return np.zeros(0, np.int64)
-        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:self.num_samples]
+        rng, left = _epoch_rng(self.seed, self.epoch), self.num_samples if n else 0
+        piece = left if left <= DRAW_WHOLE_UP_TO else 2 ** 16
+        while left > 0:
+            if self.replacement:
+                draw = rng.integers(0, n, min(left, piece), dtype=np.int64)
+            else:
+                draw = rng.permutation(n)[:left]
+            left -= len(draw)
+            yield draw
 
     def __len__(self):
         return self.num_samples
@@ -257,11 +281,22 @@ class BatchSampler(Sampler):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        """The order is drawn now, not at the first batch: an iterator keeps the epoch it
-        was made in, even if set_epoch is called before it starts."""
+        """A sampler's order is drawn now, not at the first batch: an iterator keeps the
+        epoch it was made in, even if set_epoch is called before it starts. A sampler
+        without a length (an endless one, say), or a longer one than DRAW_WHOLE_UP_TO, is
+        read batch by batch instead, as in torch."""
+        if not _drawn_whole(self.sampler):
+            return self._streamed(iter(self.sampler))
         order = self.sampler.order() if isinstance(self.sampler, Sampler) else \
             _keys(self.sampler)
         return self._batches(order)
+
+    def _streamed(self, indices):
+        while True:
+            batch = list(itertools.islice(indices, self.batch_size))
+            if not batch or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield batch
 
     def _batches(self, order):
         size = self.batch_size

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +138,8 @@ class _Worker:
     """A worker's state: its dataset, its pipe, its slots and the credits for them.
 
     Per epoch the main process sends one message (the first epoch's comes with the fork):
-    this worker's batches (or, for an IterableDataset, a request to stream). A batch needs
+    this worker's batches (or, for an IterableDataset, a request to stream), and, for an
+    epoch of unknown length, further batches as earlier ones are used. A batch needs
     a free slot: the main process marks slots free in the shared `free` flags and counts
     them up on the `credits` semaphore when no batch refers to them any longer, so no
     message crosses the pipe per batch except the result."""
@@ -149,6 +151,7 @@ class _Worker:
         self.ring_slots, self.parent_pid = ring_slots, parent_pid  # slots it starts with
         self.blocks = blocks  # slot -> Block (earlier workers' written slots, and its own)
         self.layouts = _LayoutSender()
+        self.dealt = deque()  # chunks of the epoch's batches that came while it ran
         self.init_error = None
         # poll sets made once: Connection.poll and connection.wait build a selector per call
         self.pipe_poll, self.slot_poll = select.poll(), select.poll()
@@ -194,11 +197,33 @@ class _Worker:
 
     def _cancelled(self):
         """Whether the main process cancelled this epoch (checked between batches)."""
-        if self.pipe_poll.poll(0):  # a message, or the main process went away
-            if self._recv()[0] == "cancel":
-                self.conn.send(("cancelled",))
+        while self.pipe_poll.poll(0):  # a message, or the main process went away
+            if self._read_in_epoch():
                 return True
         return False
+
+    def _read_in_epoch(self):
+        """Read a message in an epoch: a chunk of batches is queued; True for a cancel
+        (answered)."""
+        message = self._recv()
+        if message[0] == "cancel":
+            self.conn.send(("cancelled",))
+            return True
+        if message[0] == "tasks":
+            self.dealt.append(message[1:])
+        return False
+
+    def _dealt_tasks(self, batches, more):
+        """The epoch's (batch id, indices): `batches`, then, while `more` are to come, the
+        chunks the main process deals (the epoch ends early if it cancels meanwhile)."""
+        while True:
+            yield from batches
+            if not more:
+                return
+            while not self.dealt:
+                if self._read_in_epoch():
+                    return
+            batches, more = self.dealt.popleft()
 
     def _take_slot(self):
         """A free slot: wait for a credit, still answering the pipe while waiting."""
@@ -214,15 +239,20 @@ class _Worker:
         self.free[slot] = 1
         self.credits.release()
 
-    def _serve(self, epoch, seed, tasks):
-        if isinstance(tasks, tuple):  # ("stream", batch_size, drop_last)
-            _, size, drop_last = tasks
+    def _serve(self, epoch, seed, share):
+        """One epoch: `share` is ("tasks", batches, more to come) or, for an
+        IterableDataset, ("stream", batch_size, drop_last)."""
+        self.dealt.clear()
+        if share[0] == "stream":
+            _, size, drop_last = share
             try:
                 stream = iter(self.dataset)
             except Exception as e:
                 self.conn.send(("error", 0, _describe(e, self.id)))
                 return
             tasks = (None for _ in iter(int, 1))  # as many as the stream has
+        else:
+            tasks = self._dealt_tasks(*share[1:])
         for n, task in enumerate(tasks):
             if self._cancelled():
                 return
