@@ -1523,3 +1523,13 @@ def test_the_endless_random_sampler_idiom(num_workers):
     assert len(pf_loader) == 2 * 10 ** 11
     got = [b[1].tolist() for b in itertools.islice(pf_loader, 60)]
     assert [i for b in got for i in b] == list(itertools.islice(iter(sampler), 300))
+
+
+def test_an_iterator_dropped_before_its_first_batch_leaves_persistent_workers_free():
+    pf_loader = loader(Pids(8), batch_size=2, num_workers=2, persistent_workers=True)
+    pids = {int(p) for b in pf_loader for p in b[1]}
+    it = iter(pf_loader)
+    del it
+    again = list(pf_loader)
+    assert [b[0].tolist() for b in again] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert {int(p) for b in again for p in b[1]} == pids, "the workers were replaced"

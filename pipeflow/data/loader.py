@@ -432,9 +432,13 @@ class _WorkerPool:
         self.busy = True
         tasks = None if shares is None else [("epoch", loader.epoch, loader.seed, share)
                                              for share in shares]
-        if order is None:
-            return self._iterable_epoch(loader, tasks)
-        return self._indexed_epoch(loader, order, tasks)
+        batches = (self._iterable_epoch(loader, tasks) if order is None
+                   else self._indexed_epoch(loader, order, tasks))
+        # Run it into its try block now: an iterator dropped before its first batch then
+        # ends the epoch too (an unstarted generator's close() runs nothing), so that
+        # persistent workers are free for the next one instead of being replaced
+        next(batches)
+        return batches
 
     def _send(self, tasks):
         for wid, conn in enumerate(self.conns):
@@ -450,6 +454,7 @@ class _WorkerPool:
         try:
             if tasks is not None:
                 self._send(tasks)
+            yield  # (primed by epoch())
             while True:
                 if order.more and order.end - next_id < order.chunk:  # deal on, ahead of use
                     dealt = order.end
@@ -484,6 +489,7 @@ class _WorkerPool:
         try:
             if tasks is not None:
                 self._send(tasks)
+            yield  # (primed by epoch())
             while active:
                 pos = turn % len(active)
                 wid = active[pos]
