@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import faulthandler
 import gc
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -448,6 +449,50 @@ def test_worker_dying_just_before_it_is_sent_a_task_is_reported_as_its_death(mon
         with pytest.raises(WorkerError, match="worker 0 .* killed by signal SIGKILL"):
             for batch in loader:
                 del batch
+        del loader
+
+
+class Cycling(pf.data.Sampler):
+    """An endless sampler (no length): 0, 1, ..., n - 1, 0, 1, ..."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return (i % self.n for i in itertools.count())
+
+
+def test_worker_killed_while_an_endless_sampler_streams_is_reported_quickly(tmp_path):
+    """Sample 500 comes in the fourth deal of batches (16 per worker each)."""
+    pidfile = tmp_path / "dead.pid"
+    with leaves_nothing_behind() as watch:
+        loader = DataLoader(Killer(at=500, n=1000, pidfile=str(pidfile)), batch_size=4,
+                            sampler=Cycling(1000), num_workers=2)
+        start = time.monotonic()
+        with pytest.raises(WorkerError, match="worker 1 .* killed by signal SIGKILL") as info:
+            for k, batch in enumerate(loader):
+                assert batch[0, 0].item() == 4 * k
+                del batch
+        assert time.monotonic() - start < 5
+        assert k == 124 and f"pid {int(pidfile.read_text())}" in str(info.value)
+        assert watch.gone()
+        del loader, info
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_leaving_an_endless_epoch_stops_or_frees_the_workers(persistent):
+    with leaves_nothing_behind() as watch:
+        loader = DataLoader(Numbers(n=100), batch_size=4, sampler=Cycling(100), num_workers=2,
+                            persistent_workers=persistent, timeout=60)
+        for epoch in range(2):
+            for k, batch in enumerate(loader):
+                assert batch[0, 0].item() == (4 * k) % 100
+                if k == 99:  # several deals in
+                    break
+            del batch
+            if not persistent:
+                assert wait_until(watch.gone, 2)
+        assert len(watch.workers()) == (2 if persistent else 0)
         del loader
 
 
