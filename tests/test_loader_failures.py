@@ -871,7 +871,7 @@ def test_workers_started_from_a_thread_outlive_that_thread():
     with leaves_nothing_behind():
         loader = DataLoader(Numbers(n=64, delay=0.01), batch_size=4, num_workers=2)
         started = []
-        thread = threading.Thread(target=lambda: started.append(iter(loader)))
+        thread = threading.Thread(target=lambda lo: started.append(iter(lo)), args=(loader,))
         thread.start()
         thread.join()
         got = [b[0, 0].item() for b in started.pop()]
