@@ -51,6 +51,11 @@ def test_random_sampler_is_a_function_of_seed_and_epoch():
     assert len(list(RandomSampler(ds, replacement=True, num_samples=80, seed=1))) == 80
 
 
+def test_random_sampler_of_an_empty_dataset_is_empty():
+    sampler = RandomSampler(dataset(0), num_samples=5, seed=1)
+    assert list(sampler) == [] and list(BatchSampler(sampler, 2, False)) == []
+
+
 def test_random_sampler_without_replacement_repeats_whole_permutations():
     ds = dataset(10)
     order = list(RandomSampler(ds, num_samples=25, seed=3))

@@ -1533,3 +1533,63 @@ def test_an_iterator_dropped_before_its_first_batch_leaves_persistent_workers_fr
     again = list(pf_loader)
     assert [b[0].tolist() for b in again] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert {int(p) for b in again for p in b[1]} == pids, "the workers were replaced"
+
+
+class Unsized(pf.data.Sampler):
+    """A sampler whose length can't be had: __len__ raises `error` (TypeError as torch's
+    IterDataPipe samplers, NotImplementedError as an abstract base class)."""
+
+    def __init__(self, indices, error):
+        self.indices, self.error = indices, error
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        raise self.error("no length")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("error", [TypeError, NotImplementedError])
+def test_samplers_whose_len_raises_are_read_as_torch_reads_them(num_workers, error):
+    batches = [[i, i + 1, i + 2] for i in range(0, 9, 3)] + [[9]]
+    for kw in ({"sampler": Unsized(range(10), error), "batch_size": 3},
+               {"batch_sampler": Unsized(batches, error)}):
+        pf_loader = loader(Samples(10), num_workers=num_workers, **kw)
+        assert [b[1].tolist() for b in pf_loader] == batches, kw
+
+
+class EndlessWithLength(Endless):
+    """mmengine's InfiniteSampler: endless, yet its length is the dataset's (for schedules)."""
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_endless_sampler_that_reports_a_length_streams(num_workers):
+    pf_loader = loader(Samples(40), sampler=EndlessWithLength(40), batch_size=4,
+                       num_workers=num_workers)
+    assert len(pf_loader) == 10
+    got = [i for b in itertools.islice(pf_loader, 30) for i in b[1].tolist()]
+    assert got == endless_draws(40, 0, 120)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_two_iterators_of_an_endless_random_sampler_keep_their_epochs(num_workers):
+    """The order is fixed when the iterator is made, not when it is first read: with two
+    iterators alive (epochs 0 and 1) each has its own, whatever num_workers is; and a
+    num_samples past sys.maxsize (len() overflows) streams too."""
+    ds = Samples(200)
+    for num_samples in (2 ** 24 + 1, 10 ** 20):
+        sampler = RandomSampler(ds, replacement=True, num_samples=num_samples, seed=4)
+        pf_loader = loader(ds, sampler=sampler, batch_size=4, num_workers=num_workers)
+        first, second = iter(pf_loader), iter(pf_loader)
+        got = [[b[1].tolist() for b in itertools.islice(it, 2)] for it in (first, second)]
+        want = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            draws = list(itertools.islice(iter(sampler), 8))
+            want.append([draws[:4], draws[4:]])
+        assert got == want and want[0] != want[1]
+        del first, second

@@ -27,9 +27,10 @@ from .. import backend
 from ..tensor import Tensor
 from . import collate as collate_module
 from . import shared, worker
+from .outbox import Outbox
 from .ring import Ring
 from .dataset import IterableDataset
-from .sampler import BatchSampler, RandomSampler, SequentialSampler
+from .sampler import DRAW_WHOLE_UP_TO, BatchSampler, RandomSampler, SequentialSampler, length
 
 
 class DataLoader:
@@ -320,12 +321,12 @@ def _shares(loader, order):
 
 class _Dealer:
     """Deals an epoch's (batch id, indices) to the workers, batch b to worker b % n. An epoch
-    of known, bounded length goes out whole with the workers' first message (no message
-    per batch); one without a length, such as an endless sampler's, is dealt `chunk`
-    batches per worker at a time, as they are used, so its first batch comes at once."""
+    of known length up to DRAW_WHOLE_UP_TO indices goes out whole with the workers' first
+    message (no message per batch); one without a length, such as an endless sampler's,
+    is dealt CHUNK batches per worker at a time, as they are used, so its first batch
+    comes at once."""
 
-    DEAL_WHOLE_UP_TO = 2 ** 16  # batches
-    CHUNK = 16                  # batches per worker, when streaming
+    CHUNK = 16
 
     def __init__(self, loader, start):
         self.n, self.start = loader.num_workers, start
@@ -333,11 +334,11 @@ class _Dealer:
         self.next = next(self.order, None)  # drawn ahead: the last deal says there are no more
         self.end = start  # the first batch id not dealt yet
         self.chunk = self.n * self.CHUNK
-        try:
-            left = len(loader.batch_sampler) - start
-        except TypeError:  # no length
-            left = None
-        self.first = left if left is not None and left <= self.DEAL_WHOLE_UP_TO else self.chunk
+        left = length(loader.batch_sampler)
+        if left is not None:
+            left -= start
+        whole = left is not None and left * (loader.batch_size or 1) <= DRAW_WHOLE_UP_TO
+        self.first = left if whole else self.chunk
 
     @property
     def more(self):
@@ -394,8 +395,12 @@ class _WorkerPool:
         self.ring, self.conns, self.procs = ring, [], []
         self.layouts = {}  # worker -> the _Layout of its last batch
         self.closed, self.busy = False, False
+        # One poll set of the pipes and the workers' sentinels, made once (a
+        # multiprocessing.connection.wait builds and fills a selector per call)
+        self.poller, self.fd_owner = select.poll(), {}
+        self.outbox = Outbox(self.poller)  # what goes to the workers, never blocking
         self._finalizer = weakref.finalize(self, _stop_workers, self.conns, self.procs, ring,
-                                           weakref.ref(loader))
+                                           weakref.ref(loader), self.outbox)
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
         forked_by_main_thread = threading.current_thread() is threading.main_thread()
         try:
@@ -411,16 +416,12 @@ class _WorkerPool:
                 proc.start()
                 theirs.close()
                 self.procs.append(proc)
+                for fd in (ours.fileno(), proc.sentinel):
+                    self.poller.register(fd, select.POLLIN)
+                    self.fd_owner[fd] = wid
         except BaseException:
             self.shutdown()
             raise
-        # One poll set of the pipes and the workers' sentinels, made once (a
-        # multiprocessing.connection.wait builds and fills a selector per call)
-        self.poller, self.fd_owner = select.poll(), {}
-        for wid, (conn, proc) in enumerate(zip(self.conns, self.procs)):
-            for fd in (conn.fileno(), proc.sentinel):
-                self.poller.register(fd, select.POLLIN)
-                self.fd_owner[fd] = wid
 
     def alive(self):
         return not self.closed and all(p.is_alive() for p in self.procs)
@@ -443,7 +444,7 @@ class _WorkerPool:
     def _send(self, tasks):
         for wid, conn in enumerate(self.conns):
             try:
-                conn.send(tasks[wid])
+                self.outbox.post(conn, tasks[wid])
             except OSError:
                 self._raise_dead(wid)
 
@@ -530,7 +531,7 @@ class _WorkerPool:
 
     def _cancel(self):
         for conn in self.conns:
-            conn.send(("cancel",))
+            self.outbox.post(conn, ("cancel",))
         waiting = set(range(self.num_workers))
         while waiting:
             for wid, message in self._messages():
@@ -556,9 +557,16 @@ class _WorkerPool:
             raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
                                f"for {waiting_for()}")
         out = []
-        for fd, _ in ready:
+        for fd, event in ready:
             wid = self.fd_owner[fd]
             item = self.conns[wid]
+            if event & select.POLLOUT:  # its pipe has room for what waits in the outbox
+                try:
+                    self.outbox.flush(fd)
+                except OSError:
+                    self._raise_dead(wid)
+                if event == select.POLLOUT:
+                    continue
             if fd != item.fileno():  # the worker's sentinel: it exited
                 if item.poll() or any(w == wid for w, _ in out):  # its last words first
                     continue
@@ -645,7 +653,10 @@ class _WorkerPool:
         if error is None:
             error = WorkerError(f"{info['type']}: {text}")
         error.sample_index = info["index"]
-        raise error
+        try:
+            raise error
+        finally:  # a local holding the error would make a cycle through its traceback,
+            del error  # keeping the loader (and persistent workers) alive until a gc
 
     def shutdown(self):
         if not self.closed:
@@ -660,12 +671,14 @@ class _Verbatim(str):
         return self
 
 
-def _stop_workers(conns, procs, ring, loader_ref):
+def _stop_workers(conns, procs, ring, loader_ref, outbox):
     """Stop the workers; their ring goes back to the loader for the next ones (or is closed
-    where the loader is gone, or a worker would not die and might still write to it)."""
+    where the loader is gone, or a worker would not die and might still write to it). A
+    "stop" that does not fit in a pipe now is not waited for: the pipe's end (closed here)
+    stops the worker as well, and one that reads neither is killed after a grace period."""
     for conn in conns:
         try:
-            conn.send(("stop",))
+            outbox.post(conn, ("stop",))
         except (OSError, ValueError):
             pass
     deadline = time.monotonic() + 1.0

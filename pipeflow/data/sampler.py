@@ -29,9 +29,13 @@ DRAW_WHOLE_UP_TO = 2 ** 24
 RandomSampler(replacement=True, num_samples=10**12) idiom, is drawn as it is read."""
 
 
-def _drawn_whole(sampler):
-    """Whether BatchSampler draws the sampler's epoch up front (see DRAW_WHOLE_UP_TO)."""
-    return hasattr(sampler, "__len__") and len(sampler) <= DRAW_WHOLE_UP_TO
+def length(sized):
+    """len(sized), or None where it has none to go by: no __len__, or one that raises (a
+    sampler's NotImplementedError, say) or overflows."""
+    try:
+        return len(sized)
+    except Exception:
+        return None
 
 
 def _is_positive_int(value):
@@ -58,9 +62,9 @@ class Sampler:
         return iter(self.order().tolist())
 
     def order(self):
-        """The epoch's indices as an array (see _keys). Samplers define this, or
-        __iter__."""
-        return _keys(iter(self))
+        """The epoch's indices as an array, for samplers that draw them all at once (and
+        are read through it); None for those that define __iter__ instead."""
+        return None
 
     def set_epoch(self, epoch):
         """Samplers whose order depends on the epoch override this."""
@@ -96,7 +100,8 @@ class RandomSampler(Sampler):
         self.epoch = epoch
 
     def order(self):
-        return np.concatenate(list(self._draws())) if self.num_samples else np.zeros(0, np.int64)
+        pieces = list(self._draws())
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
 
     def __iter__(self):
         if self.num_samples <= DRAW_WHOLE_UP_TO:
@@ -104,22 +109,27 @@ class RandomSampler(Sampler):
         return (int(i) for draw in self._draws() for i in draw)
 
     def _draws(self):
-        """The epoch's indices in pieces: with replacement, uniform draws (all at once up to
-        DRAW_WHOLE_UP_TO, else 65,536 at a time); without, successive permutations, the
-        last one cut."""
+        """The epoch's indices in pieces (of the epoch set now, not when first read)."""
         n = len(self.data_source)
-        rng, left = _epoch_rng(self.seed, self.epoch), self.num_samples if n else 0
-        piece = left if left <= DRAW_WHOLE_UP_TO else 2 ** 16
-        while left > 0:
-            if self.replacement:
-                draw = rng.integers(0, n, min(left, piece), dtype=np.int64)
-            else:
-                draw = rng.permutation(n)[:left]
-            left -= len(draw)
-            yield draw
+        return _random_pieces(_epoch_rng(self.seed, self.epoch), n,
+                              self.num_samples if n else 0, self.replacement)
 
     def __len__(self):
         return self.num_samples
+
+
+def _random_pieces(rng, n, count, replacement):
+    """`count` indices below n: with replacement, uniform draws (all at once up to
+    DRAW_WHOLE_UP_TO, else 65,536 at a time); without, successive permutations, the last
+    one cut."""
+    piece = count if count <= DRAW_WHOLE_UP_TO else 2 ** 16
+    while count > 0:
+        if replacement:
+            draw = rng.integers(0, n, min(count, piece), dtype=np.int64)
+        else:
+            draw = rng.permutation(n)[:count]
+        count -= len(draw)
+        yield draw
 
 
 class SubsetRandomSampler(Sampler):
@@ -283,13 +293,19 @@ class BatchSampler(Sampler):
     def __iter__(self):
         """A sampler's order is drawn now, not at the first batch: an iterator keeps the
         epoch it was made in, even if set_epoch is called before it starts. A sampler
-        without a length (an endless one, say), or a longer one than DRAW_WHOLE_UP_TO, is
-        read batch by batch instead, as in torch."""
-        if not _drawn_whole(self.sampler):
+        without a length (an endless one, say), one longer than DRAW_WHOLE_UP_TO, or one
+        that turns out longer than it says, is read batch by batch instead, as in torch."""
+        size = length(self.sampler)
+        if size is None or size > DRAW_WHOLE_UP_TO:
             return self._streamed(iter(self.sampler))
-        order = self.sampler.order() if isinstance(self.sampler, Sampler) else \
-            _keys(self.sampler)
-        return self._batches(order)
+        order = self.sampler.order() if isinstance(self.sampler, Sampler) else None
+        if order is not None:
+            return self._batches(order)
+        indices = iter(self.sampler)
+        head = _keys(itertools.islice(indices, size + 1))
+        if len(head) <= size:
+            return self._batches(head)
+        return self._streamed(itertools.chain(head.tolist(), indices))
 
     def _streamed(self, indices):
         while True:
