@@ -169,8 +169,8 @@ class DataLoader:
         if self.num_workers == 0:
             batches = _SingleProcess(self, start)
         else:  # each iterator has its own workers, unless they persist across epochs
-            order = None if self.iterable else _Dealer(self, start)
-            shares = _shares(self, order)
+            dealer = None if self.iterable else _Dealer(self, start)
+            shares = _shares(self, dealer)
             pool = self._pool if self.persistent_workers else None
             if pool is None or not pool.alive() or pool.busy:
                 if pool is not None:  # a new iterator replaces an unfinished one
@@ -179,10 +179,11 @@ class DataLoader:
                 shares = None
                 if self.persistent_workers:
                     self._pool = pool
-            batches = pool.epoch(self, order, shares)
+            batches = pool.epoch(self, dealer, shares)
+        epoch = batches
         if self.iterable and start:  # a stream can't seek: skip the batches already served
             batches = itertools.islice(batches, start, None)
-        return _Served(self, _on_device(batches, self.device))
+        return _Served(self, _on_device(batches, self.device), epoch)
 
     def _take_ring(self):
         with _spare_rings:
@@ -216,8 +217,9 @@ _spare_rings = threading.Lock()  # two pools of a loader may stop at once, in tw
 class _Served:
     """The iterator a loop sees: counts served batches and finishes the epoch."""
 
-    def __init__(self, loader, batches):
+    def __init__(self, loader, batches, epoch):
         self.loader, self.batches = loader, batches
+        self.epoch = epoch  # the generator that `batches` reads: closed with it
         self.number = loader._iterators  # a newer iterator of the loader owns its state
 
     def __iter__(self):
@@ -241,11 +243,12 @@ class _Served:
         return batch
 
     def close(self):
+        """End the epoch (the generators' finally blocks stop or free the workers). The
+        epoch's own generator is closed too: a wrapper not started yet would not."""
         if self.batches is None:
             return
-        close = getattr(self.batches, "close", None)
-        if close is not None:
-            close()
+        self.batches.close()
+        self.epoch.close()
 
     def __del__(self):
         self.close()
@@ -310,13 +313,13 @@ def _pin_device(loader):
     return (loader.device.index or 0) if on_gpu else backend.cupy.cuda.runtime.getDevice()
 
 
-def _shares(loader, order):
+def _shares(loader, dealer):
     """Each worker's first task message of an epoch: of an indexed dataset, its part of the
-    `order`'s first deal; of an IterableDataset, a request to stream."""
-    if order is None:
+    `dealer`'s first deal; of an IterableDataset, a request to stream."""
+    if dealer is None:
         size = 1 if loader.batch_size is None else loader.batch_size
         return [("stream", size, loader.drop_last)] * loader.num_workers
-    return order.deal(order.first)
+    return dealer.first_deal()
 
 
 class _Dealer:
@@ -330,30 +333,33 @@ class _Dealer:
 
     def __init__(self, loader, start):
         self.n, self.start = loader.num_workers, start
-        self.order = enumerate(loader._batch_indices(start), start)
-        self.next = next(self.order, None)  # drawn ahead: the last deal says there are no more
+        self.batches = enumerate(loader._batch_indices(start), start)  # (batch id, indices)
+        self.upcoming = next(self.batches, None)  # drawn ahead: a deal says if more will come
         self.end = start  # the first batch id not dealt yet
         self.chunk = self.n * self.CHUNK
         left = length(loader.batch_sampler)
         if left is not None:
             left -= start
         whole = left is not None and left * (loader.batch_size or 1) <= DRAW_WHOLE_UP_TO
-        self.first = left if whole else self.chunk
+        self.first_count = left if whole else self.chunk
 
     @property
     def more(self):
-        return self.next is not None
+        return self.upcoming is not None
+
+    def first_deal(self):
+        return self.deal(self.first_count)
 
     def deal(self, count):
         """The next `count` batches (fewer at the end), as each worker's message
         ("tasks", its batches, whether more will follow)."""
-        batches = []
-        while self.next is not None and len(batches) < count:
-            batches.append(self.next)
-            self.next = next(self.order, None)
-        first, n = self.end, self.n
-        self.end += len(batches)
-        return [("tasks", batches[(wid - first) % n::n], self.more) for wid in range(n)]
+        dealt = []
+        while self.upcoming is not None and len(dealt) < count:
+            dealt.append(self.upcoming)
+            self.upcoming = next(self.batches, None)
+        start_id, n = self.end, self.n
+        self.end += len(dealt)
+        return [("tasks", dealt[(wid - start_id) % n::n], self.more) for wid in range(n)]
 
 
 _EXHAUSTED = object()  # a worker's IterableDataset has no more batches
@@ -426,15 +432,16 @@ class _WorkerPool:
     def alive(self):
         return not self.closed and all(p.is_alive() for p in self.procs)
 
-    def epoch(self, loader, order, shares):
+    def epoch(self, loader, dealer, shares):
         """A generator of the epoch's batches, in order, from the workers: an indexed
-        dataset's, dealt by `order` (a _Dealer), or an IterableDataset's streams. Each
-        worker's share is sent first, unless it was started with it (`shares` None)."""
+        dataset's, dealt by `dealer` (whose first deal made `shares`), or an
+        IterableDataset's streams. Each worker's share is sent first, unless it was started
+        with it (`shares` None)."""
         self.busy = True
         tasks = None if shares is None else [("epoch", loader.epoch, loader.seed, share)
                                              for share in shares]
-        batches = (self._iterable_epoch(loader, tasks) if order is None
-                   else self._indexed_epoch(loader, order, tasks))
+        batches = (self._iterable_epoch(loader, tasks) if dealer is None
+                   else self._indexed_epoch(loader, dealer, tasks))
         # Run it into its try block now: an iterator dropped before its first batch then
         # ends the epoch too (an unstarted generator's close() runs nothing), so that
         # persistent workers are free for the next one instead of being replaced
@@ -448,20 +455,20 @@ class _WorkerPool:
             except OSError:
                 self._raise_dead(wid)
 
-    def _indexed_epoch(self, loader, order, tasks):
+    def _indexed_epoch(self, loader, dealer, tasks):
         n = self.num_workers
-        pending, ready, next_id = set(range(order.start, order.end)), {}, order.start
+        pending, ready, next_id = set(range(dealer.start, dealer.end)), {}, dealer.start
         failed = True
         try:
             if tasks is not None:
                 self._send(tasks)
             yield  # (primed by epoch())
             while True:
-                if order.more and order.end - next_id < order.chunk:  # deal on, ahead of use
-                    dealt = order.end
-                    self._send(order.deal(order.chunk))
-                    pending.update(range(dealt, order.end))
-                if next_id == order.end:
+                if dealer.more and dealer.end - next_id < dealer.chunk:  # deal on, ahead of use
+                    dealt = dealer.end
+                    self._send(dealer.deal(dealer.chunk))
+                    pending.update(range(dealt, dealer.end))
+                if next_id == dealer.end:
                     break
                 if next_id in ready:
                     batch = ready.pop(next_id)
@@ -480,7 +487,7 @@ class _WorkerPool:
             raise
         finally:
             self.busy = False
-            self._end_epoch(loader, bool(pending) or order.more, failed)
+            self._end_epoch(loader, bool(pending) or dealer.more, failed)
 
     def _iterable_epoch(self, loader, tasks):
         """Each worker streams its own copy of the dataset (shard it with
