@@ -1593,3 +1593,71 @@ def test_two_iterators_of_an_endless_random_sampler_keep_their_epochs(num_worker
             want.append([draws[:4], draws[4:]])
         assert got == want and want[0] != want[1]
         del first, second
+
+
+class Evens(SequentialSampler):
+    """A subclass that iterates its own way: its __iter__, not the parent's order, counts."""
+
+    def __iter__(self):
+        return iter(range(0, len(self.data_source), 2))
+
+    def __len__(self):
+        return (len(self.data_source) + 1) // 2
+
+
+class Bare(pf.data.Sampler):
+    def __len__(self):
+        return 3
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_sampler_subclass_is_read_through_its_own_iter(num_workers):
+    pf_loader = loader(Samples(10), sampler=Evens(range(10)), batch_size=2,
+                       num_workers=num_workers)
+    assert [b[1].tolist() for b in pf_loader] == [[0, 2], [4, 6], [8]]
+    with pytest.raises(NotImplementedError, match="Bare defines neither __iter__"):
+        list(loader(Samples(10), sampler=Bare(), batch_size=2, num_workers=num_workers))
+
+
+def test_a_closed_iterator_does_not_count_its_epoch_as_finished():
+    pf_loader = loader(Samples(40), batch_size=4, num_workers=2)
+    it = iter(pf_loader)
+    for _ in range(3):
+        next(it)
+    it.close()
+    with pytest.raises(StopIteration):
+        next(it)
+    assert pf_loader.state_dict()["epoch"] == 0 and pf_loader.state_dict()["batches_served"] == 3
+
+
+def test_an_iterator_replaced_while_a_deal_is_due_says_so():
+    pf_loader = loader(Samples(40), sampler=Endless(40), batch_size=4, num_workers=2,
+                       persistent_workers=True)
+    old = iter(pf_loader)
+    next(old)
+    new = iter(pf_loader)
+    with pytest.raises(RuntimeError, match="newer iterator"):
+        for _ in old:  # its next deal goes to workers that were stopped
+            pass
+    assert len(list(itertools.islice(new, 50))) == 50
+
+
+class BigBatches:
+    """A batch sampler of 100 batches of 400,000 indices: 40 million in all."""
+
+    def __iter__(self):
+        return (range(k * 400_000, (k + 1) * 400_000) for k in range(100))
+
+    def __len__(self):
+        return 100
+
+
+def test_a_long_epoch_of_a_batch_sampler_is_dealt_as_it_is_used():
+    """Known length, but far more indices than go whole in one message: the first deal is
+    a chunk (here a single batch, larger than a chunk by itself), not 40 million indices."""
+    from pipeflow.data.loader import _Dealer
+    pf_loader = loader(Samples(10), batch_sampler=BigBatches(), num_workers=2)
+    dealer = _Dealer(pf_loader, 0)
+    shares = dealer.first_deal()
+    assert [[batch_id for batch_id, _ in share[1]] for share in shares] == [[0], []]
+    assert all(share[2] for share in shares) and dealer.end == 1

@@ -699,6 +699,51 @@ def test_sigint_while_waiting_for_a_batch_stops_the_workers():
         del loader
 
 
+def test_sigint_while_the_workers_are_given_time_to_stop_still_stops_them():
+    """Workers stuck in __getitem__ don't read "stop": the loader waits a grace period for
+    them, then kills them. Ctrl-C in that wait must still kill them, and close their pipes
+    and ring, before it propagates."""
+    with leaves_nothing_behind() as watch:
+        loader = DataLoader(Sleeper(30.0, n=64), batch_size=2, num_workers=2, timeout=60)
+        it = iter(loader)
+        assert wait_until(lambda: len(watch.workers()) == 2, 5)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                it.close()
+        finally:
+            timer.cancel()
+            timer.join()
+        assert wait_until(watch.gone, 2)
+        del loader, it
+
+
+def test_a_stop_behind_a_half_sent_deal_still_stops_the_workers(monkeypatch):
+    """A loop left while a deal larger than the pipe's buffer is half-sent: the workers
+    must read the end of their pipe (the rest of the deal dropped) and exit by themselves,
+    not wait to be killed after the grace period."""
+    from pipeflow.data import loader as loader_module
+    end_workers, alive_at_end = loader_module._end_workers, []
+
+    def spy(conns, procs, ring, loader_ref):
+        alive_at_end.append([proc.is_alive() for proc in procs])
+        end_workers(conns, procs, ring, loader_ref)
+
+    monkeypatch.setattr(loader_module, "_end_workers", spy)
+    with leaves_nothing_behind() as watch:
+        loader = DataLoader(Named(), batch_size=65536, sampler=Cycling(10 ** 6), num_workers=2,
+                            timeout=60)
+        for k, (x, _) in enumerate(loader):
+            del x
+            time.sleep(0.05)  # a training step: the workers' results queue up
+            if k == 1:
+                break
+        assert alive_at_end == [[False, False]]
+        assert wait_until(watch.gone, 2)
+        del loader
+
+
 def test_sigint_to_the_workers_is_theirs_to_ignore():
     """Ctrl-C reaches the whole process group: the workers leave it to the main process."""
     with leaves_nothing_behind() as watch:

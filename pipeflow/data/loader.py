@@ -245,10 +245,13 @@ class _Served:
     def close(self):
         """End the epoch (the generators' finally blocks stop or free the workers). The
         epoch's own generator is closed too: a wrapper not started yet would not."""
-        if self.batches is None:
+        batches, self.batches = self.batches, None  # (a next() now ends, counting nothing)
+        if batches is None:
             return
-        self.batches.close()
-        self.epoch.close()
+        try:
+            batches.close()
+        finally:
+            self.epoch.close()
 
     def __del__(self):
         self.close()
@@ -324,37 +327,45 @@ def _shares(loader, dealer):
 
 class _Dealer:
     """Deals an epoch's (batch id, indices) to the workers, batch b to worker b % n. An epoch
-    of known length up to DRAW_WHOLE_UP_TO indices goes out whole with the workers' first
-    message (no message per batch); one without a length, such as an endless sampler's,
-    is dealt CHUNK batches per worker at a time, as they are used, so its first batch
-    comes at once."""
+    of known length up to DRAW_WHOLE_UP_TO indices (judged by its first batch) goes out
+    whole with the workers' first message: no message per batch. Any other, such as an
+    endless sampler's, is dealt as batches are used: up to CHUNK batches per worker at a
+    time and CHUNK_INDICES indices each (~80 KB pickled), so that a deal fits in a pipe's
+    buffer and a worker reading it never waits for the main process to send the rest."""
 
-    CHUNK = 16
+    CHUNK, CHUNK_INDICES = 16, 2 ** 14
 
     def __init__(self, loader, start):
         self.n, self.start = loader.num_workers, start
         self.batches = enumerate(loader._batch_indices(start), start)  # (batch id, indices)
         self.upcoming = next(self.batches, None)  # drawn ahead: a deal says if more will come
         self.end = start  # the first batch id not dealt yet
-        self.chunk = self.n * self.CHUNK
+        self.chunk, self.chunk_indices = self.n * self.CHUNK, self.n * self.CHUNK_INDICES
         left = length(loader.batch_sampler)
-        if left is not None:
-            left -= start
-        whole = left is not None and left * (loader.batch_size or 1) <= DRAW_WHOLE_UP_TO
-        self.first_count = left if whole else self.chunk
+        size = 0 if self.upcoming is None else length(self.upcoming[1]) or 1
+        whole = left is not None and (left - start) * size <= DRAW_WHOLE_UP_TO
+        self.first = (left - start, DRAW_WHOLE_UP_TO) if whole else \
+            (self.chunk, self.chunk_indices)
 
     @property
     def more(self):
         return self.upcoming is not None
 
     def first_deal(self):
-        return self.deal(self.first_count)
+        return self.deal(*self.first)
 
-    def deal(self, count):
-        """The next `count` batches (fewer at the end), as each worker's message
-        ("tasks", its batches, whether more will follow)."""
-        dealt = []
+    def next_deal(self):
+        return self.deal(self.chunk, self.chunk_indices)
+
+    def deal(self, count, max_indices):
+        """The next `count` batches, fewer at the end or where they would hold more than
+        `max_indices` indices (a length can be wrong), as each worker's message ("tasks",
+        its batches, whether more will follow)."""
+        dealt, indices = [], 0
         while self.upcoming is not None and len(dealt) < count:
+            indices += length(self.upcoming[1]) or 1
+            if dealt and indices > max_indices:
+                break
             dealt.append(self.upcoming)
             self.upcoming = next(self.batches, None)
         start_id, n = self.end, self.n
@@ -449,6 +460,7 @@ class _WorkerPool:
         return batches
 
     def _send(self, tasks):
+        self._check_open()
         for wid, conn in enumerate(self.conns):
             try:
                 self.outbox.post(conn, tasks[wid])
@@ -466,7 +478,7 @@ class _WorkerPool:
             while True:
                 if dealer.more and dealer.end - next_id < dealer.chunk:  # deal on, ahead of use
                     dealt = dealer.end
-                    self._send(dealer.deal(dealer.chunk))
+                    self._send(dealer.next_deal())
                     pending.update(range(dealt, dealer.end))
                 if next_id == dealer.end:
                     break
@@ -547,6 +559,11 @@ class _WorkerPool:
                 elif message[0] == "done":
                     self._batch(wid, message)  # assembled and dropped: its slot returns
 
+    def _check_open(self):
+        if self.closed:
+            raise RuntimeError("this DataLoader iterator's workers were stopped: a newer "
+                               "iterator of the same loader replaced them")
+
     def _describe_wait(self, pending, waiting_for):
         wid = waiting_for % self.num_workers if pending is not None else waiting_for
         what = f"batch {waiting_for}" if pending is not None else "a batch"
@@ -556,9 +573,7 @@ class _WorkerPool:
         """(worker, message) pairs once any arrive; raises on a worker's death, or on the
         timeout naming what it was `waiting_for()`."""
         from multiprocessing.reduction import recv_handle
-        if self.closed:
-            raise RuntimeError("this DataLoader iterator's workers were stopped: a newer "
-                               "iterator of the same loader replaced them")
+        self._check_open()
         ready = self.poller.poll(self.timeout * 1000 if self.timeout else None)
         if not ready:
             raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds waiting "
@@ -681,16 +696,25 @@ class _Verbatim(str):
 def _stop_workers(conns, procs, ring, loader_ref, outbox):
     """Stop the workers; their ring goes back to the loader for the next ones (or is closed
     where the loader is gone, or a worker would not die and might still write to it). A
-    "stop" that does not fit in a pipe now is not waited for: the pipe's end (closed here)
-    stops the worker as well, and one that reads neither is killed after a grace period."""
-    for conn in conns:
-        try:
-            outbox.post(conn, ("stop",))
-        except (OSError, ValueError):
-            pass
-    deadline = time.monotonic() + 1.0
-    for proc in procs:  # one grace period for all, not one each
-        proc.join(max(0.0, deadline - time.monotonic()))
+    worker reads "stop", or the end of its pipe where "stop" could not be sent whole; one
+    that reads neither within a grace period is killed, as are all when Ctrl-C cuts the
+    grace period short."""
+    try:
+        for conn in conns:
+            try:
+                outbox.post_last(conn, ("stop",))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 1.0
+        for proc in procs:  # one grace period for all, not one each
+            proc.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        _end_workers(conns, procs, ring, loader_ref)
+
+
+def _end_workers(conns, procs, ring, loader_ref):
+    """Kill the workers still running, reap them, close the pipes, and keep or close the
+    ring (see _stop_workers)."""
     for proc in procs:
         if proc.is_alive():
             proc.kill()

@@ -1,6 +1,7 @@
 """Messages from the main process to its workers, sent without ever blocking it."""
 import os
 import select
+import socket
 import struct
 from multiprocessing.reduction import ForkingPickler
 
@@ -26,6 +27,22 @@ class Outbox:
         fd = conn.fileno()
         self.waiting.setdefault(fd, bytearray()).extend(_header(len(data)) + data)
         self.flush(fd)
+
+    def post_last(self, conn, message):
+        """Post `message` as the last one for `conn` and shut the pipe both ways: the worker
+        reads what fits now, then its end of file, whatever still waits here (dropped), and
+        a worker blocked sending a large result gets a broken pipe. (Closing this end would
+        not do: a forked worker holds a copy of it.)"""
+        fd = conn.fileno()
+        try:
+            self.post(conn, message)
+        finally:
+            self.waiting.pop(fd, None)
+            try:
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # the worker is gone
+                pass
 
     def flush(self, fd):
         """Write as much of what waits for `fd` as its pipe takes now."""

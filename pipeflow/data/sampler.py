@@ -59,7 +59,11 @@ def _keys(indices):
 
 class Sampler:
     def __iter__(self):
-        return iter(self.order().tolist())
+        order = self.order()
+        if order is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither __iter__ nor "
+                                      "order()")
+        return iter(order.tolist())
 
     def order(self):
         """The epoch's indices as an array, for samplers that draw them all at once (and
@@ -68,6 +72,15 @@ class Sampler:
 
     def set_epoch(self, epoch):
         """Samplers whose order depends on the epoch override this."""
+
+
+def _drawn_order(sampler):
+    """The sampler's epoch as an array where iterating it reads just that (pipeflow's
+    SequentialSampler and RandomSampler); None for other samplers, and for subclasses
+    that iterate in their own way."""
+    if not isinstance(sampler, Sampler) or type(sampler).__iter__ not in _ORDER_READERS:
+        return None
+    return sampler.order()
 
 
 class SequentialSampler(Sampler):
@@ -298,7 +311,7 @@ class BatchSampler(Sampler):
         size = length(self.sampler)
         if size is None or size > DRAW_WHOLE_UP_TO:
             return self._streamed(iter(self.sampler))
-        order = self.sampler.order() if isinstance(self.sampler, Sampler) else None
+        order = _drawn_order(self.sampler)
         if order is not None:
             return self._batches(order)
         indices = iter(self.sampler)
@@ -323,3 +336,6 @@ class BatchSampler(Sampler):
     def __len__(self):
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+_ORDER_READERS = (Sampler.__iter__, RandomSampler.__iter__)

@@ -130,8 +130,9 @@ def _die_with_parent(forked_by_main_thread):
     threading.Thread(target=watch, name="pipeflow-parent-watch", daemon=True).start()
 
 
-class _Stop(Exception):
-    """The main process said stop, or went away."""
+class _Stop(BaseException):
+    """The main process said stop, or closed the pipe (not an Exception: no handler of a
+    batch's errors may take it for one)."""
 
 
 class _Worker:
@@ -179,12 +180,18 @@ class _Worker:
                 if message[0] == "epoch":
                     self._serve(*message[1:])
                 elif message[0] == "cancel":
-                    self.conn.send(("cancelled",))
+                    self._send(("cancelled",))
         except (_Stop, KeyboardInterrupt):
             pass
         finally:
             for block in self.blocks.values():
                 block.close()
+
+    def _send(self, message):
+        try:
+            self.conn.send(message)
+        except OSError:  # the main process shut the pipe: it is stopping this worker
+            raise _Stop from None
 
     def _recv(self):
         try:
@@ -207,7 +214,7 @@ class _Worker:
         (answered)."""
         message = self._recv()
         if message[0] == "cancel":
-            self.conn.send(("cancelled",))
+            self._send(("cancelled",))
             return True
         if message[0] == "tasks":
             self.dealt.append(message[1:])
@@ -248,7 +255,7 @@ class _Worker:
             try:
                 stream = iter(self.dataset)
             except Exception as e:
-                self.conn.send(("error", 0, _describe(e, self.id)))
+                self._send(("error", 0, _describe(e, self.id)))
                 return
             tasks = (None for _ in iter(int, 1))  # as many as the stream has
         else:
@@ -261,7 +268,7 @@ class _Worker:
                 return
             if self.init_error is not None:
                 self._give_back(slot)
-                self.conn.send(("error", self._batch_id(task, n), self.init_error))
+                self._send(("error", self._batch_id(task, n), self.init_error))
                 return
             try:
                 if task is None:
@@ -269,7 +276,7 @@ class _Worker:
                     samples = list(itertools.islice(stream, size))
                     if not samples or (drop_last and len(samples) < size):
                         self._give_back(slot)
-                        self.conn.send(("exhausted",))
+                        self._send(("exhausted",))
                         return
                     batch_id = n
                 else:
@@ -279,7 +286,7 @@ class _Worker:
                 self._write(batch_id, slot, batch_plan(samples, self.collate_fn))
             except Exception as e:  # reported to the main process, which re-raises it
                 self._give_back(slot)
-                self.conn.send(("error", self._batch_id(task, n), _describe(e, self.id)))
+                self._send(("error", self._batch_id(task, n), _describe(e, self.id)))
                 if task is None:
                     return
 
@@ -304,10 +311,13 @@ class _Worker:
         if total:
             collate.fill(node, shared.views(block.array(), specs, offsets))
         layout, key = self.layouts.message(node)
-        self.conn.send(("done", batch_id, slot, layout, new_size))
+        self._send(("done", batch_id, slot, layout, new_size))
         self.layouts.sent(key)
         if new_size is not None:
-            send_handle(self.conn, block.fd, self.parent_pid)
+            try:
+                send_handle(self.conn, block.fd, self.parent_pid)
+            except OSError:
+                raise _Stop from None
 
 
 def worker_loop(worker_id, num_workers, dataset, conn, collate_fn, seed, worker_init_fn,
