@@ -1661,3 +1661,67 @@ def test_a_long_epoch_of_a_batch_sampler_is_dealt_as_it_is_used():
     shares = dealer.first_deal()
     assert [[batch_id for batch_id, _ in share[1]] for share in shares] == [[0], []]
     assert all(share[2] for share in shares) and dealer.end == 1
+
+
+class FailsAt20:
+    """A batch sampler that raises at its 20th batch."""
+
+    def __len__(self):
+        return 40
+
+    def __iter__(self):
+        for k in range(40):
+            if k == 20:
+                raise ValueError("sampler failed at batch 20")
+            yield [2 * k, 2 * k + 1]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_batch_sampler_error_comes_at_its_batch(num_workers):
+    pf_loader = loader(Samples(80), batch_sampler=FailsAt20(), num_workers=num_workers)
+    served = []
+    with pytest.raises(ValueError, match="sampler failed at batch 20"):
+        for batch in pf_loader:
+            served.append(batch[1].tolist())
+    assert served == [[2 * k, 2 * k + 1] for k in range(20)]
+
+
+class FailsAt9(Dataset):
+    def __len__(self):
+        return 32
+
+    def __getitem__(self, i):
+        if i == 9:
+            raise ValueError("bad sample 9")
+        return np.full(4, i, np.int64)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_error_leaves_the_epoch_unfinished(num_workers):
+    """After a sample's error the iterator ends, but the epoch does not count as done:
+    its state resumes at the failed batch."""
+    pf_loader = loader(FailsAt9(), batch_size=4, num_workers=num_workers)
+    it = iter(pf_loader)
+    assert [next(it)[0, 0].item() for _ in range(2)] == [0, 4]
+    with pytest.raises(ValueError, match="bad sample 9"):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+    assert pf_loader.state_dict()["epoch"] == 0
+    assert pf_loader.state_dict()["batches_served"] == 2
+
+
+def test_a_sampler_subclass_may_pass_its_data_source_up():
+    class Reversed(pf.data.Sampler):
+        def __init__(self, data_source):
+            super().__init__(data_source)
+            self.n = len(data_source)
+
+        def __iter__(self):
+            return iter(range(self.n - 1, -1, -1))
+
+        def __len__(self):
+            return self.n
+
+    assert [b[1].tolist() for b in loader(Samples(5), sampler=Reversed(range(5)),
+                                          batch_size=2)] == [[4, 3], [2, 1], [0]]

@@ -721,10 +721,12 @@ def test_sigint_while_the_workers_are_given_time_to_stop_still_stops_them():
 
 def test_a_stop_behind_a_half_sent_deal_still_stops_the_workers(monkeypatch):
     """A loop left while a deal larger than the pipe's buffer is half-sent: the workers
-    must read the end of their pipe (the rest of the deal dropped) and exit by themselves,
-    not wait to be killed after the grace period."""
+    must read the end of their pipe (the rest of the deal dropped) or get a broken pipe
+    sending their large results, and exit by themselves: not wait to be killed after the
+    grace period (made long here, so that a loaded machine can't fail the test)."""
     from pipeflow.data import loader as loader_module
     end_workers, alive_at_end = loader_module._end_workers, []
+    monkeypatch.setattr(loader_module, "_STOP_GRACE", 20.0)
 
     def spy(conns, procs, ring, loader_ref):
         alive_at_end.append([proc.is_alive() for proc in procs])
@@ -742,6 +744,59 @@ def test_a_stop_behind_a_half_sent_deal_still_stops_the_workers(monkeypatch):
         assert alive_at_end == [[False, False]]
         assert wait_until(watch.gone, 2)
         del loader
+
+
+def exit_slowly(worker_id):
+    """A worker_init_fn that leaves a thread running: the worker's exit waits for it."""
+    threading.Thread(target=time.sleep, args=(5,)).start()
+
+
+def test_sigint_while_a_deleted_loader_stops_its_workers_leaks_nothing():
+    """del loader stops persistent workers with a grace period; Ctrl-C in it (swallowed, as
+    any exception in __del__) must not leave the ring the workers gave back open. (In a
+    process of its own: pytest keeps such swallowed exceptions, and their frames, alive.)"""
+    script = textwrap.dedent(f"""
+        import gc, os, signal, sys, threading, time
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_loader_failures import Numbers, exit_slowly, open_fds, child_pids
+        from pipeflow.data import DataLoader
+        before = open_fds()
+        loader = DataLoader(Numbers(n=64), batch_size=4, num_workers=2, timeout=60,
+                            persistent_workers=True, worker_init_fn=exit_slowly)
+        assert len(list(loader)) == 16
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        del loader
+        gc.collect()
+        print("seconds", round(time.monotonic() - start, 2))
+        print("left", {{k: v for k, v in open_fds().items() if k not in before}},
+              "children", len(child_pids()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "left {} children 0" in done.stdout, \
+        (done.stdout, done.stderr[-2000:])
+    assert "KeyboardInterrupt" in done.stderr  # (reported as ignored in __del__)
+
+
+def test_a_worker_killed_is_reported_where_sigpipe_kills(tmp_path):
+    """A command-line program that restores SIGPIPE's default (for `| head`) must get the
+    WorkerError, not die of writing "stop" to the dead worker's pipe."""
+    script = textwrap.dedent(f"""
+        import signal, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_loader_failures import Killer
+        from pipeflow.data import DataLoader, WorkerError
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        try:
+            list(DataLoader(Killer(at=9), batch_size=4, num_workers=2, timeout=60))
+        except WorkerError as e:
+            print("reported:", e)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "reported:" in done.stdout and "SIGKILL" in done.stdout, \
+        (done.returncode, done.stdout, done.stderr[-2000:])
 
 
 def test_sigint_to_the_workers_is_theirs_to_ignore():

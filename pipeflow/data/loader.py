@@ -204,11 +204,13 @@ class DataLoader:
             ring.close()
 
     def __del__(self):
-        if getattr(self, "_pool", None) is not None:
-            self._pool.shutdown()
-        ring, self._spare_ring = getattr(self, "_spare_ring", None), None
-        if ring is not None:
-            ring.close()
+        try:
+            if getattr(self, "_pool", None) is not None:
+                self._pool.shutdown()
+        finally:  # (Ctrl-C in the workers' grace period: the ring they gave back, too)
+            ring, self._spare_ring = getattr(self, "_spare_ring", None), None
+            if ring is not None:
+                ring.close()
 
 
 _spare_rings = threading.Lock()  # two pools of a loader may stop at once, in two threads
@@ -236,6 +238,9 @@ class _Served:
             self.batches = None
             if newest:
                 loader.epoch, loader._served, loader._epoch_open = loader.epoch + 1, 0, False
+            self.close()
+            raise
+        except BaseException:  # the epoch stays unfinished: its state resumes at this batch
             self.close()
             raise
         if newest:
@@ -330,15 +335,17 @@ class _Dealer:
     of known length up to DRAW_WHOLE_UP_TO indices (judged by its first batch) goes out
     whole with the workers' first message: no message per batch. Any other, such as an
     endless sampler's, is dealt as batches are used: up to CHUNK batches per worker at a
-    time and CHUNK_INDICES indices each (~80 KB pickled), so that a deal fits in a pipe's
-    buffer and a worker reading it never waits for the main process to send the rest."""
+    time, and CHUNK_INDICES indices per worker (~80 KB pickled; at least one batch), so that
+    a deal mostly fits in a pipe's buffer and a worker reading it seldom waits for the main
+    process to send the rest."""
 
     CHUNK, CHUNK_INDICES = 16, 2 ** 14
 
     def __init__(self, loader, start):
         self.n, self.start = loader.num_workers, start
         self.batches = enumerate(loader._batch_indices(start), start)  # (batch id, indices)
-        self.upcoming = next(self.batches, None)  # drawn ahead: a deal says if more will come
+        self.failure = None  # what the batch sampler raised, at batch id `end`
+        self.upcoming = self._draw()  # drawn ahead: a deal says if more will come
         self.end = start  # the first batch id not dealt yet
         self.chunk, self.chunk_indices = self.n * self.CHUNK, self.n * self.CHUNK_INDICES
         left = length(loader.batch_sampler)
@@ -350,6 +357,15 @@ class _Dealer:
     @property
     def more(self):
         return self.upcoming is not None
+
+    def _draw(self):
+        """The next (batch id, indices), None at the end, or where the batch sampler raises
+        (raised in its turn, after the batches before it, as without workers)."""
+        try:
+            return next(self.batches, None)
+        except Exception as e:
+            self.failure = e
+            return None
 
     def first_deal(self):
         return self.deal(*self.first)
@@ -367,7 +383,7 @@ class _Dealer:
             if dealt and indices > max_indices:
                 break
             dealt.append(self.upcoming)
-            self.upcoming = next(self.batches, None)
+            self.upcoming = self._draw()
         start_id, n = self.end, self.n
         self.end += len(dealt)
         return [("tasks", dealt[(wid - start_id) % n::n], self.more) for wid in range(n)]
@@ -481,6 +497,8 @@ class _WorkerPool:
                     self._send(dealer.next_deal())
                     pending.update(range(dealt, dealer.end))
                 if next_id == dealer.end:
+                    if dealer.failure is not None:
+                        raise dealer.failure
                     break
                 if next_id in ready:
                     batch = ready.pop(next_id)
@@ -562,7 +580,7 @@ class _WorkerPool:
     def _check_open(self):
         if self.closed:
             raise RuntimeError("this DataLoader iterator's workers were stopped: a newer "
-                               "iterator of the same loader replaced them")
+                               "iterator of the same loader (or load_state_dict) replaced them")
 
     def _describe_wait(self, pending, waiting_for):
         wid = waiting_for % self.num_workers if pending is not None else waiting_for
@@ -705,33 +723,39 @@ def _stop_workers(conns, procs, ring, loader_ref, outbox):
                 outbox.post_last(conn, ("stop",))
             except (OSError, ValueError):
                 pass
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + _STOP_GRACE
         for proc in procs:  # one grace period for all, not one each
             proc.join(max(0.0, deadline - time.monotonic()))
     finally:
         _end_workers(conns, procs, ring, loader_ref)
 
 
+_STOP_GRACE = 1.0  # seconds that stopped workers have to exit before they are killed
+
+
 def _end_workers(conns, procs, ring, loader_ref):
     """Kill the workers still running, reap them, close the pipes, and keep or close the
     ring (see _stop_workers)."""
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-    stopped = True
-    for proc in procs:
-        proc.join(1.0)
-        if proc.is_alive():
-            stopped = False
+    stopped = False
+    try:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        stopped = True
+        for proc in procs:
+            proc.join(1.0)
+            if proc.is_alive():
+                stopped = False
+            else:
+                proc.close()  # frees its sentinel descriptor now, not when a batch lets go
+    finally:
+        for conn in conns:
+            conn.close()
+        loader = loader_ref()
+        if stopped and loader is not None:
+            loader._keep_ring(ring)
         else:
-            proc.close()  # frees its sentinel descriptor now, not when a batch lets go
-    for conn in conns:
-        conn.close()
-    loader = loader_ref()
-    if stopped and loader is not None:
-        loader._keep_ring(ring)
-    else:
-        ring.close()
+            ring.close()
 
 
 # --- device prefetch ----------------------------------------------------------------------

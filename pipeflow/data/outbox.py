@@ -48,14 +48,14 @@ class Outbox:
         """Write as much of what waits for `fd` as its pipe takes now."""
         waiting = self.waiting.get(fd)
         if waiting:
-            os.set_blocking(fd, False)
-            try:
-                while waiting:
-                    del waiting[:os.write(fd, waiting)]
+            sock = socket.socket(fileno=fd)  # (a view of the pipe's descriptor, not a copy)
+            try:  # MSG_NOSIGNAL: a worker that is gone is an error, not the SIGPIPE that a
+                while waiting:  # program restoring its default handler would die of
+                    del waiting[:sock.send(waiting, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)]
             except BlockingIOError:
                 pass
             finally:
-                os.set_blocking(fd, True)
+                sock.detach()
         self.poller.modify(fd, select.POLLIN | (select.POLLOUT if waiting else 0))
 
 

@@ -58,6 +58,9 @@ def _keys(indices):
 
 
 class Sampler:
+    def __init__(self, data_source=None):
+        """(torch's signature: subclasses may pass their data source up, unused here.)"""
+
     def __iter__(self):
         order = self.order()
         if order is None:
