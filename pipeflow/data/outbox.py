@@ -54,7 +54,8 @@ class Outbox:
                     del waiting[:sock.send(waiting, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)]
             except BlockingIOError:
                 pass
-            finally:
+            finally:  # (a socket made under socket.setdefaulttimeout() turned it non-blocking)
+                sock.setblocking(True)
                 sock.detach()
         self.poller.modify(fd, select.POLLIN | (select.POLLOUT if waiting else 0))
 
