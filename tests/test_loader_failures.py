@@ -14,6 +14,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -1079,3 +1080,24 @@ def test_ctrl_c_while_an_epoch_is_cancelled_leaves_no_stale_batches():
         got = np.concatenate([b.numpy() for b in loader])
         assert got[:, 0].tolist() == [1] * 16 and sorted(got[:, 1].tolist()) == list(range(16))
         del loader, it
+
+
+def test_a_default_socket_timeout_does_not_break_the_workers():
+    """socket.setdefaulttimeout() made the fd passing of a new slot (send_handle and
+    recv_handle make socket objects) turn the pipes non-blocking: a worker sending a result
+    to a full pipe took "would block" for the main process having gone, and exited."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        with leaves_nothing_behind():
+            loader = DataLoader(Named(), batch_size=4096, sampler=Cycling(10 ** 6),
+                                num_workers=2, timeout=60)
+            for k, (x, names) in enumerate(loader):  # results larger than a pipe
+                assert x[0].item() == 4096 * k
+                del x
+                time.sleep(0.05)  # the workers' sends find their pipes full
+                if k == 10:
+                    break
+            del loader
+    finally:
+        socket.setdefaulttimeout(previous)

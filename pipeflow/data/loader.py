@@ -590,7 +590,6 @@ class _WorkerPool:
     def _messages(self, waiting_for=lambda: "the workers to cancel"):
         """(worker, message) pairs once any arrive; raises on a worker's death, or on the
         timeout naming what it was `waiting_for()`."""
-        from multiprocessing.reduction import recv_handle
         self._check_open()
         ready = self.poller.poll(self.timeout * 1000 if self.timeout else None)
         if not ready:
@@ -614,7 +613,7 @@ class _WorkerPool:
             try:
                 message = item.recv()
                 # a grown slot: the worker sends its new block's fd right after
-                grown = recv_handle(item) if message[0] == "done" and message[4] else None
+                grown = shared.receive_fd(item) if message[0] == "done" and message[4] else None
             except (EOFError, OSError):  # it died before or while sending
                 self._raise_dead(wid)
             if grown is not None:

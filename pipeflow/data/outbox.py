@@ -49,13 +49,13 @@ class Outbox:
         waiting = self.waiting.get(fd)
         if waiting:
             sock = socket.socket(fileno=fd)  # (a view of the pipe's descriptor, not a copy)
+            sock.settimeout(None)  # (else, under socket.setdefaulttimeout(), send() waits)
             try:  # MSG_NOSIGNAL: a worker that is gone is an error, not the SIGPIPE that a
                 while waiting:  # program restoring its default handler would die of
                     del waiting[:sock.send(waiting, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)]
             except BlockingIOError:
                 pass
-            finally:  # (a socket made under socket.setdefaulttimeout() turned it non-blocking)
-                sock.setblocking(True)
+            finally:
                 sock.detach()
         self.poller.modify(fd, select.POLLIN | (select.POLLOUT if waiting else 0))
 

@@ -18,6 +18,26 @@ class SharedMemoryError(RuntimeError):
     """The ring does not fit in shared memory."""
 
 
+def send_fd(conn, fd, pid):
+    """multiprocessing's send_handle, leaving the pipe blocking (see receive_fd)."""
+    from multiprocessing.reduction import send_handle
+    try:
+        send_handle(conn, fd, pid)
+    finally:
+        os.set_blocking(conn.fileno(), True)
+
+
+def receive_fd(conn):
+    """multiprocessing's recv_handle, leaving the pipe blocking: both make a socket object
+    on a copy of the pipe's descriptor, which under socket.setdefaulttimeout() turns the
+    open file (shared by the copies) non-blocking, under the Connection's own recv."""
+    from multiprocessing.reduction import recv_handle
+    try:
+        return recv_handle(conn)
+    finally:
+        os.set_blocking(conn.fileno(), True)
+
+
 def free_bytes():
     st = os.statvfs(SHM_DIR)
     return st.f_bavail * st.f_frsize

@@ -296,7 +296,6 @@ class _Worker:
 
     def _write(self, batch_id, slot, node):
         """Collate into the slot (growing its block if needed) and report the layout."""
-        from multiprocessing.reduction import send_handle
         specs = [s.spec() for s in collate.stacks(node)]
         offsets, total = shared.layout(specs)
         block, new_size = self.blocks.get(slot), None
@@ -315,7 +314,7 @@ class _Worker:
         self.layouts.sent(key)
         if new_size is not None:
             try:
-                send_handle(self.conn, block.fd, self.parent_pid)
+                shared.send_fd(self.conn, block.fd, self.parent_pid)
             except OSError:
                 raise _Stop from None
 
