@@ -10,7 +10,8 @@
    installed); pipeflow returns uint8 HWC samples (decoded by libjpeg-turbo, with DCT
    scaling where the crop is shrunk a lot) and converts/normalises the whole uint8 batch
    after it arrives, on the batch's device (pipeflow.transforms.to_float_nchw). Targets:
-   >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one process's rate of pipeflow's decode + crop + flip to uint8 in a plain loop.
+   >= 2x torch, and >= 85% of the ceiling = max(workers, 1) x one process's rate of
+   pipeflow's decode + crop + flip to uint8 in a plain loop.
 3. Loader state: time to the first batch (from iterator creation) and peak memory: the
    maximum, over samples every 20 ms taken by a thread during the first pass, of the PSS
    (proportional set size, /proc/<pid>/smaps_rollup, so shared-memory slots are not counted
